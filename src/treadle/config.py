@@ -1,0 +1,411 @@
+"""Every treadle setting, defined once.
+
+Pure layer: frozen dataclasses and value parsing, no I/O. Each field's metadata
+carries its help text, CLI flag and ``TREADLE_*`` environment variable; the CLI
+parser (cli.py) and docs/settings.md are generated from these definitions, so a
+setting is never written out twice. Nothing here imports an app or binds a socket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from treadle.errors import ConfigError
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+def parse_bytes(text: str) -> int:
+    """``"16K"``, ``"1M"``, ``"1G"`` or a plain integer -> a number of bytes."""
+    text = text.strip()
+    units = {"k": KIB, "m": MIB, "g": GIB}
+    scale = units.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale != 1 else text
+    try:
+        value = int(digits)
+    except ValueError:
+        raise ConfigError(f"not a size: {text!r} (use e.g. 8192, 16K, 1M, 1G)") from None
+    if value < 0:
+        raise ConfigError(f"size must not be negative: {text!r}")
+    return value * scale
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise ConfigError(f"seconds must not be negative: {text!r}")
+    return value
+
+
+def parse_optional_seconds(text: str) -> float | None:
+    if text.strip().lower() in ("", "none", "off", "0"):
+        return None
+    return parse_seconds(text)
+
+
+def parse_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise ConfigError(f"must not be negative: {text!r}")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"not a boolean: {text!r}")
+
+
+def parse_optional_str(text: str) -> str | None:
+    return text or None
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[str], Any] = str,
+    flag: str | None = None,
+    metavar: str | None = None,
+    repeat: bool = False,
+    choices: tuple[str, ...] | None = None,
+    why: str = "",
+) -> Any:
+    """A dataclass field for one setting. ``why`` says where the default comes from."""
+    meta = {
+        "help": help,
+        "parse": parse,
+        "flag": flag,
+        "metavar": metavar,
+        "repeat": repeat,
+        "choices": choices,
+        "why": why,
+    }
+    if isinstance(default, list | dict | set):
+        raise TypeError("use a tuple for repeatable settings")
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    bind: tuple[str, ...] = setting(
+        ("tcp:8000:interface=127.0.0.1",),
+        "Where to listen: a Twisted endpoint string (tcp:8000:interface=0.0.0.0, tcp6:8000, "
+        "unix:/run/app.sock:mode=660, ssl:..., systemd:domain=INET:index=0) or the "
+        "shorthands HOST:PORT and unix:PATH. Repeatable.",
+        repeat=True,
+        metavar="ENDPOINT",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    factory: bool = setting(
+        False, "Call the target with no arguments to get the WSGI app.", parse=parse_bool
+    )
+    script_name: str = setting(
+        "",
+        "Mount the app under this URL prefix (sets SCRIPT_NAME; requests outside it get 404).",
+        metavar="/PREFIX",
+    )
+    multiprocess: bool = setting(
+        False,
+        "Value of wsgi.multiprocess (set by the supervisor when it runs several workers).",
+        parse=parse_bool,
+    )
+    static: tuple[str, ...] = setting(
+        (),
+        "Serve a directory from the reactor: /url/prefix=/path/to/dir. Repeatable.",
+        repeat=True,
+        metavar="/URL=DIR",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    threads: int = setting(
+        16, "Threads that run the app.", parse=parse_count, why="gunicorn gthread users run 8-32"
+    )
+    max_queue: int = setting(
+        256,
+        "Requests that may wait for a free thread; beyond it treadle answers 503 with "
+        "Retry-After at once, without touching a thread.",
+        parse=parse_count,
+        why="a few seconds of backlog at typical Django rates; fail fast past it",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_request_line_bytes: int = setting(
+        8 * KIB,
+        "Longest request line; longer gets 414.",
+        parse=parse_bytes,
+        flag="--max-request-line",
+        why="RFC 9112 §3 recommends at least 8000 octets; nginx, gunicorn use 8K",
+    )
+    max_header_count: int = setting(
+        100,
+        "Most header fields in a request; more gets 431.",
+        parse=parse_count,
+        flag="--max-header-count",
+        why="gunicorn's limit_request_fields",
+    )
+    max_header_bytes: int = setting(
+        16 * KIB,
+        "Largest header block; larger gets 431.",
+        parse=parse_bytes,
+        flag="--max-header-bytes",
+        why="h11, node and Tomcat allow 16 KiB",
+    )
+    max_body_bytes: int = setting(
+        GIB,
+        "Largest request body; larger gets 413 before it is read.",
+        parse=parse_bytes,
+        flag="--max-body",
+        why="waitress's max_request_body_size",
+    )
+    spool_threshold_bytes: int = setting(
+        MIB,
+        "Request bodies larger than this are spooled to a temporary file.",
+        parse=parse_bytes,
+        flag="--spool-threshold",
+        why="waitress spools past 512 KiB; 1 MiB keeps typical form posts in memory",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    header_timeout_s: float = setting(
+        20.0,
+        "Deadline for a whole request head, from its first byte (slowloris guard); 408 after.",
+        parse=parse_seconds,
+        flag="--header-timeout",
+        why="Apache mod_reqtimeout's header=20-40",
+    )
+    keep_alive_timeout_s: float = setting(
+        5.0,
+        "Close a kept-alive connection idle this long.",
+        parse=parse_seconds,
+        flag="--keep-alive",
+        why="uvicorn's 5 s; above most load balancers' reuse window",
+    )
+    body_timeout_s: float = setting(
+        60.0,
+        "Longest wait for more request body bytes; 408 after.",
+        parse=parse_seconds,
+        flag="--body-timeout",
+        why="nginx's client_body_timeout",
+    )
+    graceful_timeout_s: float = setting(
+        30.0,
+        "On SIGTERM/SIGINT, how long in-flight requests may finish before exit.",
+        parse=parse_seconds,
+        flag="--graceful-timeout",
+        why="gunicorn's graceful_timeout",
+    )
+    request_timeout_s: float | None = setting(
+        None,
+        "Cancel a request running longer than this (504 if nothing was sent yet). Off by default.",
+        parse=parse_optional_seconds,
+        flag="--request-timeout",
+    )
+    hard_cancel_after_s: float | None = setting(
+        None,
+        "Last resort: raise RequestCancelled inside a thread that ignores cancellation "
+        "this long (cannot interrupt C calls). Off by default.",
+        parse=parse_optional_seconds,
+        flag="--hard-cancel-after",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Logging:
+    access_log: str | None = setting(
+        None,
+        "Write an access log (combined format plus duration in microseconds) to PATH, "
+        "or - for stderr. Off by default.",
+        parse=parse_optional_str,
+        metavar="-|PATH",
+    )
+    access_log_format: str | None = setting(
+        None,
+        "Access log format with %(atom)s atoms (see docs/logging.md); default: combined "
+        "plus duration.",
+        parse=parse_optional_str,
+        metavar="FORMAT",
+    )
+    log_level: str = setting(
+        "info",
+        "Level of treadle's own log messages.",
+        choices=("critical", "error", "warning", "info", "debug"),
+    )
+    log_file: str | None = setting(
+        None,
+        "Send treadle's own messages to this file instead of stderr.",
+        parse=parse_optional_str,
+        metavar="PATH",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    reload: bool = setting(
+        False,
+        "Development: restart the worker process when a source file changes.",
+        parse=parse_bool,
+    )
+    reload_include: tuple[str, ...] = setting(
+        (),
+        "Extra glob of files whose change triggers a reload. Repeatable.",
+        repeat=True,
+        metavar="GLOB",
+    )
+
+
+GROUPS: tuple[tuple[str, type], ...] = (
+    ("listen", Listen),
+    ("app", App),
+    ("pool", Pool),
+    ("limits", Limits),
+    ("timeouts", Timeouts),
+    ("logging", Logging),
+    ("reload", Reload),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration: one frozen value handed to the composition root."""
+
+    listen: Listen = field(default_factory=Listen)
+    app: App = field(default_factory=App)
+    pool: Pool = field(default_factory=Pool)
+    limits: Limits = field(default_factory=Limits)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    logging: Logging = field(default_factory=Logging)
+    reload: Reload = field(default_factory=Reload)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Config:
+        """Build from flat setting names (``threads=8, bind=[...]``); unknown names fail."""
+        known = {spec.name: group for group, spec in iter_settings()}
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        grouped: dict[str, dict[str, Any]] = {name: {} for name, _ in GROUPS}
+        for name, value in settings.items():
+            if isinstance(value, list):
+                value = tuple(value)
+            grouped[known[name]][name] = value
+        parts = {name: group_cls(**grouped[name]) for name, group_cls in GROUPS}
+        config = cls(**parts)
+        config.validate()
+        return config
+
+    def replace(self, **settings: Any) -> Config:
+        """A copy with some flat settings changed."""
+        return Config.from_settings({**self.flat(), **settings})
+
+    def flat(self) -> dict[str, Any]:
+        return {
+            spec.name: getattr(getattr(self, group), spec.name) for group, spec in iter_settings()
+        }
+
+    def validate(self) -> None:
+        if self.pool.threads < 1:
+            raise ConfigError("threads must be at least 1")
+        if not self.listen.bind:
+            raise ConfigError("at least one --bind is needed")
+        prefix = self.app.script_name
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ConfigError(f"script_name must start with / and not end with /: {prefix!r}")
+        for mount in self.app.static:
+            if "=" not in mount or not mount.startswith("/"):
+                raise ConfigError(f"static mount must look like /url=DIR: {mount!r}")
+
+
+def iter_settings() -> Iterator[tuple[str, dataclasses.Field[Any]]]:
+    """(group name, field) for every setting, in definition order."""
+    for group_name, group_cls in GROUPS:
+        for spec in dataclasses.fields(group_cls):
+            yield group_name, spec
+
+
+def flag_of(spec: dataclasses.Field[Any]) -> str:
+    return str(spec.metadata["flag"] or "--" + spec.name.replace("_", "-"))
+
+
+def env_of(spec: dataclasses.Field[Any]) -> str:
+    return "TREADLE_" + flag_of(spec)[2:].replace("-", "_").upper()
+
+
+def parse_value(spec: dataclasses.Field[Any], text: str) -> Any:
+    """Parse one textual value (from argv or the environment) for ``spec``."""
+    choices = spec.metadata["choices"]
+    if choices and text not in choices:
+        raise ConfigError(f"{flag_of(spec)} must be one of {', '.join(choices)}: {text!r}")
+    return spec.metadata["parse"](text)
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Flat settings read from ``TREADLE_*`` variables; repeatable ones split on commas."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for _, spec in iter_settings():
+        text = environ.get(env_of(spec))
+        if text is None:
+            continue
+        if spec.metadata["repeat"]:
+            found[spec.name] = tuple(parse_value(spec, t) for t in text.split(",") if t)
+        else:
+            found[spec.name] = parse_value(spec, text)
+    return found
+
+
+def render_settings_markdown() -> str:
+    """docs/settings.md, generated; a test fails when the committed file drifts."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `src/treadle/config.py` by `python -m treadle.config > docs/settings.md`;",
+        "do not edit by hand. Precedence: command-line flag > environment variable > "
+        "Django `TREADLE` dict > default.",
+        "",
+    ]
+    for group_name, group_cls in GROUPS:
+        lines += [f"## {group_name}", ""]
+        for spec in dataclasses.fields(group_cls):
+            meta = spec.metadata
+            default = spec.default
+            if isinstance(default, tuple):
+                default = ", ".join(default) or "(none)"
+            lines.append(f"### `{flag_of(spec)}`" + (" (repeatable)" if meta["repeat"] else ""))
+            lines.append("")
+            lines.append(meta["help"])
+            lines.append("")
+            lines.append(f"- environment: `{env_of(spec)}`")
+            lines.append(f"- default: `{default}`" + (f" ({meta['why']})" if meta["why"] else ""))
+            if meta["choices"]:
+                lines.append(f"- choices: {', '.join(meta['choices'])}")
+            lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_settings_markdown(), end="")

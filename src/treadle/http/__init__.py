@@ -1,0 +1,1 @@
+"""HTTP protocol cores (pure) and the Twisted protocol that drives them."""

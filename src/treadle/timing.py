@@ -1,0 +1,43 @@
+"""What one request did and how long each part took.
+
+Thread-bridge layer: plain data, written by the reactor (queued, finished, status,
+bytes) and by the request's app thread (started, waits, view). stats.py aggregates
+finished records; the in-flight list reads live ones. Times are time.perf_counter().
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from treadle.cancel import CancelToken
+
+
+@dataclass(slots=True, eq=False)
+class RequestRecord:
+    method: str
+    path: str
+    queued_at: float
+    cancel: CancelToken = field(default_factory=CancelToken)
+    started_at: float = 0.0  # 0.0 until an app thread picks the request up
+    finished_at: float = 0.0  # 0.0 while in flight
+    wait_count: int = 0  # calls of treadle.wait/call
+    wait_s: float = 0.0  # total time blocked in them
+    waiting_on: str | None = None  # repr of what a pending treadle.wait waits on
+    view: str | None = None  # Django view name, when known
+    thread: str | None = None  # name of the app thread running it
+    status: int = 0
+    bytes_sent: int = 0
+
+    @property
+    def queue_s(self) -> float:
+        return (self.started_at or self.finished_at) - self.queued_at if self.started_at else 0.0
+
+    @property
+    def service_s(self) -> float:
+        if not self.started_at:
+            return 0.0
+        return (self.finished_at or self.started_at) - self.started_at
+
+    @property
+    def total_s(self) -> float:
+        return (self.finished_at - self.queued_at) if self.finished_at else 0.0
