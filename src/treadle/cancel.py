@@ -4,6 +4,7 @@ Thread-bridge layer: threading only, no Twisted, no sockets. The reactor sets a
 request's token when the client goes away or a timeout fires; app code reads it as
 ``environ['treadle.cancelled']`` and ``treadle.wait`` reacts to it. Callbacks run in
 the thread that calls ``set()`` (the reactor thread, in practice): keep them short.
+A token is created per request, so it allocates nothing until someone waits on it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any
+
+# One lock for every token's rare transitions (set, add_callback, first wait):
+# a per-token lock would cost an allocation on every request.
+_lock = threading.Lock()
 
 
 class CancelToken:
@@ -20,51 +25,61 @@ class CancelToken:
     once when the token is set (at once if it already is). Called from any thread.
     """
 
-    __slots__ = ("_event", "_callbacks", "_lock", "reason")
+    __slots__ = ("_set", "_event", "_callbacks", "reason")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
-        self._callbacks: list[Callable[[str], Any]] = []
-        self._lock = threading.Lock()
+        self._set = False
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable[[str], Any]] | None = None
         self.reason = ""
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._event.wait(timeout)
+        if self._set:
+            return True
+        with _lock:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def set(self, reason: str = "cancelled") -> bool:
         """Set the token; True if this call set it (False if it was already set)."""
-        with self._lock:
-            if self._event.is_set():
+        with _lock:
+            if self._set:
                 return False
             self.reason = reason
-            self._event.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+            self._set = True
+            event, callbacks, self._callbacks = self._event, self._callbacks, None
+        if event is not None:
+            event.set()
+        for callback in callbacks or ():
             callback(reason)
         return True
 
     def add_callback(self, callback: Callable[[str], Any]) -> None:
-        with self._lock:
-            if not self._event.is_set():
+        with _lock:
+            if not self._set:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(callback)
                 return
         callback(self.reason)
 
     def remove_callback(self, callback: Callable[[str], Any]) -> None:
-        with self._lock:
-            try:
+        with _lock:
+            if self._callbacks and callback in self._callbacks:
                 self._callbacks.remove(callback)
-            except ValueError:
-                return
 
     def __bool__(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
     def __repr__(self) -> str:
-        return f"<CancelToken set={self.is_set()} reason={self.reason!r}>"
+        return f"<CancelToken set={self._set} reason={self.reason!r}>"
 
 
 class _Current(threading.local):
@@ -75,7 +90,7 @@ _current = _Current()
 
 
 def current_request() -> Any:
-    """The RequestContext the calling app thread is serving, or None. Called in any thread."""
+    """The RequestRecord the calling app thread is serving, or None. Called in any thread."""
     return _current.request
 
 

@@ -17,6 +17,7 @@ class RequestRecord:
     method: str
     path: str
     queued_at: float
+    request_id: int = 0
     cancel: CancelToken = field(default_factory=CancelToken)
     started_at: float = 0.0  # 0.0 until an app thread picks the request up
     finished_at: float = 0.0  # 0.0 while in flight
@@ -30,7 +31,9 @@ class RequestRecord:
 
     @property
     def queue_s(self) -> float:
-        return (self.started_at or self.finished_at) - self.queued_at if self.started_at else 0.0
+        """Time waiting for a thread (until dropped, for a request that never ran)."""
+        end = self.started_at or self.finished_at
+        return end - self.queued_at if end else 0.0
 
     @property
     def service_s(self) -> float:

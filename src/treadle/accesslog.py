@@ -1,0 +1,77 @@
+"""Access log lines, written through the ``treadle.access`` logger.
+
+Reactor layer: called in the reactor thread when a request ends, only when an
+access log is configured (nothing on the fast path otherwise). The default line is
+the combined log format plus the request's duration in microseconds; a custom
+format uses ``%(atom)s`` names (see ATOMS and docs/logging.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("treadle.access")
+
+COMBINED = '%(h)s - - [%(t)s] "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s'
+
+ATOMS = {
+    "h": "remote address",
+    "t": "time the request ended, [10/Oct/2000:13:55:36 +0000]",
+    "r": "request line",
+    "m": "method",
+    "U": "path (undecoded target)",
+    "s": "status (- if none was sent)",
+    "b": "body bytes sent",
+    "f": "Referer",
+    "a": "User-Agent",
+    "D": "duration in microseconds (queued + running)",
+    "queue_us": "time waiting for a thread, microseconds",
+    "service_us": "time running in the thread, microseconds",
+    "wait_us": "time blocked in treadle.wait, microseconds",
+    "wait_count": "number of treadle.wait/call calls",
+    "view": "Django view name, or -",
+    "request_id": "the request id used in error logs",
+}
+
+
+class AccessLog:
+    def __init__(self, fmt: str | None = None) -> None:
+        self.fmt = fmt or COMBINED
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
+        return self._stamp
+
+    def __call__(self, exchange: Any) -> None:
+        """Called in the reactor thread with a finished exchange."""
+        record = exchange.record
+        head = exchange.head
+        peer = exchange.peer
+        referer = head.header(b"referer")
+        agent = head.header(b"user-agent")
+        atoms = {
+            "h": peer[0] if peer else "unix",
+            "t": self._time(),
+            "r": f"{record.method} {record.path} HTTP/{head.http_version}",
+            "m": record.method,
+            "U": record.path,
+            "s": record.status or "-",
+            "b": record.bytes_sent,
+            "f": referer.decode("latin-1") if referer else "-",
+            "a": agent.decode("latin-1") if agent else "-",
+            "D": round(max(record.finished_at - record.queued_at, 0.0) * 1e6),
+            "queue_us": round(record.queue_s * 1e6),
+            "service_us": round(record.service_s * 1e6),
+            "wait_us": round(record.wait_s * 1e6),
+            "wait_count": record.wait_count,
+            "view": record.view or "-",
+            "request_id": record.request_id,
+        }
+        log.info(self.fmt, atoms)

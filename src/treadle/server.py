@@ -1,0 +1,184 @@
+"""The composition root: Config + app -> pool, container, dispatcher, listeners.
+
+Composition layer: it may import anything and nothing imports it but the entry
+points (cli, service, treadle.serve). It builds objects and wires them; it holds
+no protocol logic. Threads start in ``start()`` (after any daemonizing fork),
+never at construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+
+from treadle import blocking, listen
+from treadle.accesslog import AccessLog
+from treadle.config import Config
+from treadle.deadlines import Deadlines
+from treadle.dispatch import Dispatcher
+from treadle.http.protocol import Exchange, HTTPFactory
+from treadle.pool import ThreadPool
+from treadle.stats import Stats
+from treadle.wsgi import body as bodies
+from treadle.wsgi.container import WSGIApp, WSGIContainer
+
+log = logging.getLogger("treadle")
+
+
+def static_mounts(specs: Sequence[str]) -> list[Any]:
+    """``/url=dir`` settings -> static.Mount values."""
+    from treadle.static import Mount
+
+    mounts = []
+    for spec in specs:
+        url, _, directory = spec.partition("=")
+        mounts.append(Mount(url.rstrip("/") + "/", Path(directory).resolve()))
+    return mounts
+
+
+class Server:
+    """One process's HTTP server: listeners, connections, the pool."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        config: Config,
+        reactor: Any,
+        *,
+        mounts: Sequence[Any] = (),
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.stats = Stats()
+        self.pool = ThreadPool(config.pool.threads, config.pool.max_queue)
+        self.deadlines = Deadlines(reactor)
+        self.container = WSGIContainer(
+            app,
+            call_from_thread=reactor.callFromThread,
+            script_name=config.app.script_name,
+            multiprocess=config.app.multiprocess,
+        )
+        all_mounts = list(mounts) + static_mounts(config.app.static)
+        static = None
+        if all_mounts:
+            from treadle.static import StaticFiles
+
+            static = StaticFiles(all_mounts, script_name=config.app.script_name)
+        self.dispatcher = Dispatcher(
+            submit=self._submit, script_name=config.app.script_name, static=static
+        )
+        self.access_log = AccessLog(config.logging.access_log_format) if config.logging.access_log else None
+        self.factory = HTTPFactory(
+            config,
+            deadlines=self.deadlines,
+            dispatch=self.dispatcher,
+            bodies=bodies,
+            call_from_thread=reactor.callFromThread,
+            on_finished=self._finished,
+        )
+        self.factory.noisy = False
+        self.ports: list[Any] = []
+        self.addresses: list[str] = []
+        self._stopping = False
+        self._drained: defer.Deferred[None] | None = None
+
+    def _submit(self, exchange: Exchange) -> bool:
+        """Reactor thread: hand a request to the pool (False when the queue is full)."""
+        self.stats.begin(exchange.record)
+        if self.pool.submit(self.container.job(exchange)):
+            return True
+        return False
+
+    def _finished(self, exchange: Exchange) -> None:
+        """Reactor thread: a request ended (answered, aborted, or its client left)."""
+        if exchange.record.request_id or exchange.record.started_at:
+            self.stats.finish(exchange.record)
+        if self.access_log is not None:
+            self.access_log(exchange)
+        if self._drained is not None and not self.busy():
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+
+    def busy(self) -> bool:
+        return any(channel.current is not None for channel in self.factory.connections)
+
+    async def start(self) -> list[str]:
+        """Start threads and listeners; returns the addresses (reactor thread)."""
+        self.pool.start()
+        blocking.install(self.reactor)
+        self.deadlines.start()
+        endpoints = [listen.endpoint(self.reactor, bind) for bind in self.config.listen.bind]
+        for endpoint in endpoints:
+            port = await endpoint.listen(self.factory)
+            self.ports.append(port)
+            self.addresses.append(listen.describe(port))
+        log.info(
+            "Listening at: %s (pid %d, %d threads)",
+            " ".join(self.addresses),
+            os.getpid(),
+            self.config.pool.threads,
+        )
+        return self.addresses
+
+    async def stop(self) -> None:
+        """Graceful stop: no new connections, finish in-flight requests, then close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        await defer.gatherResults(
+            [defer.maybeDeferred(port.stopListening) for port in self.ports]
+        )
+        self.ports = []
+        self.factory.drain()
+        if self.busy():
+            timeout = self.config.timeouts.graceful_timeout_s
+            log.info("waiting up to %.0f s for in-flight requests", timeout)
+            self._drained = defer.Deferred()
+            timer = self.reactor.callLater(timeout, self._give_up)
+            await self._drained
+            if timer.active():
+                timer.cancel()
+        for channel in list(self.factory.connections):
+            channel.close()
+        self.deadlines.stop()
+        blocking.uninstall()
+
+    def _give_up(self) -> None:
+        if self._drained is not None:
+            log.warning("graceful timeout: abandoning requests still running")
+            drained, self._drained = self._drained, None
+            for channel in list(self.factory.connections):
+                if channel.current is not None:
+                    channel.current.record.cancel.set("server shutting down")
+            drained.callback(None)
+
+
+def run(app: WSGIApp, config: Config, *, mounts: Sequence[Any] = (), reactor: Any = None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status. Main thread."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    server = Server(app, config, reactor, mounts=mounts)
+    status = {"code": 0}
+
+    def started_failed(failure: Any) -> None:
+        log.error("could not start: %s", failure.getErrorMessage())
+        status["code"] = 1
+        reactor.stop()
+
+    def begin() -> None:
+        defer.Deferred.fromCoroutine(server.start()).addErrback(started_failed)
+
+    reactor.callWhenRunning(begin)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromCoroutine(server.stop())
+    )
+    reactor.run()
+    server.pool.stop(timeout_s=1.0)
+    return status["code"]

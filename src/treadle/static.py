@@ -1,0 +1,560 @@
+"""Static files served from the reactor: safe paths, validators, ranges, precompressed siblings.
+
+Reactor layer: runs on the reactor thread (respond() per request, FileProducer to stream).
+Imports Twisted and pure modules only; never threading, never wsgi/*. POSIX paths.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate, mktime_tz, parsedate_tz
+from pathlib import Path
+from typing import BinaryIO, Protocol, cast
+from urllib.parse import quote, unquote_to_bytes
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from zope.interface import implementer
+
+from treadle.errors import RequestCancelled
+from treadle.http.events import RequestHead
+
+# Files up to this size are kept in memory and sent as the response body (no open/read per
+# request); 64 KiB is one producer chunk, so larger files gain nothing from inlining.
+INLINE_MAX_BYTES = 64 * 1024
+CACHE_MAX_ENTRIES = 4096  # resolved paths kept; FIFO eviction bounds memory under path floods
+CACHE_MAX_BODY_BYTES = 32 * 1024 * 1024  # total of inlined bodies
+# whitenoise's defaults: a year for names carrying a content hash, a minute for the rest.
+IMMUTABLE_CACHE = b"max-age=31536000, public, immutable"
+DEFAULT_CACHE = b"public, max-age=60"
+# Django ManifestStaticFilesStorage: "name.<12 hex>.ext".
+_HASHED_NAME = re.compile(r"\.[0-9a-f]{12}\.[^./]+$")
+# The stdlib table without /etc/mime.types (same answer on every host), plus RFC 9239 and fonts.
+_MIME = mimetypes.MimeTypes()
+_MIME_OVERRIDES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".map": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".ttf": "font/ttf",
+    ".otf": "font/otf",
+    ".webp": "image/webp",
+}
+_CHARSET_TYPES = ("text/", "application/javascript", "application/json", "application/xml")
+_ENCODINGS = ((b"br", ".br"), (b"gzip", ".gz"))  # preference order
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    url_prefix: str  # "/static/" (always ends with "/")
+    root: Path | None  # directory served, or None when only finders are used
+    finder: Callable[[str], Path | None] | None = None  # relative path -> file or None
+
+
+@dataclass(slots=True)
+class StaticResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]  # complete; the protocol adds Date/Server/Connection
+    path: Path | None  # file to send, or None (body below)
+    offset: int
+    length: int  # bytes of the file to send (0 for HEAD/304 and when body is used)
+    body: bytes = b""
+
+
+@dataclass(slots=True)
+class _Variant:
+    """One representation of a file (identity, br or gzip), validated and ready to send."""
+
+    path: Path
+    path_str: str
+    identity: tuple[int, int, int, int]  # st_size, st_mtime_ns, st_ino, st_dev
+    size: int
+    mtime_s: int
+    etag: bytes
+    headers: list[tuple[bytes, bytes]]  # 200 headers without Content-Length
+    headers_304: list[tuple[bytes, bytes]]  # RFC 9110 §15.4.5: validators and caching only
+    body: bytes | None  # whole file when inlined
+
+
+@dataclass(slots=True)
+class _Entry:
+    variants: dict[bytes, _Variant]  # b"" (identity), b"br", b"gzip"
+    body_bytes: int
+
+
+def _text_response(
+    status: int, text: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> StaticResponse:
+    headers = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", b"%d" % len(text)),
+        *extra,
+    ]
+    return StaticResponse(status, headers, None, 0, 0, text)
+
+
+def _not_found() -> StaticResponse:
+    return _text_response(404, b"Not Found\n")
+
+
+def relative_path(raw: bytes) -> str | None:
+    """The percent-encoded path below a mount as a safe relative path, or None (-> 404).
+
+    Each segment is decoded on its own, so an encoded "/" or "\\" cannot create a segment;
+    "." and "..", empty segments (leading "/", "//", a trailing "/"), NUL and invalid UTF-8
+    are refused rather than normalised.
+    """
+    if not raw:
+        return None
+    parts = []
+    for segment in raw.split(b"/"):
+        if b"%" in segment:
+            segment = unquote_to_bytes(segment)
+        if (
+            not segment
+            or segment == b".."
+            or segment == b"."
+            or b"/" in segment
+            or b"\\" in segment
+            or b"\x00" in segment
+        ):
+            return None
+        try:
+            parts.append(segment.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+    return "/".join(parts)
+
+
+def _content_type(name: str) -> bytes:
+    ext = os.path.splitext(name)[1].lower()
+    ctype = _MIME_OVERRIDES.get(ext) or _MIME.guess_type(name, strict=False)[0]
+    if ctype is None:
+        return b"application/octet-stream"
+    if ctype.startswith(_CHARSET_TYPES) or ctype.endswith(("+xml", "+json")):
+        ctype += "; charset=utf-8"
+    return ctype.encode("ascii")
+
+
+def _http_date(value: bytes) -> int | None:
+    """Seconds since the epoch for an HTTP-date (RFC 9110 §5.6.7, all three forms), or None."""
+    try:
+        parsed = parsedate_tz(value.decode("latin-1"))
+        return None if parsed is None else mktime_tz(parsed)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _etag_listed(field: bytes, etag: bytes, *, weak: bool) -> bool:
+    """Does an If-Match / If-None-Match list name ``etag``? (RFC 9110 §8.8.3.2 comparison)."""
+    if field.strip() == b"*":
+        return True
+    for tag in field.split(b","):
+        tag = tag.strip()
+        if tag.startswith(b"W/"):
+            if not weak:
+                continue
+            tag = tag[2:]
+        if tag == etag:
+            return True
+    return False
+
+
+def _accepted_codings(field: bytes) -> tuple[bool, bool]:
+    """(br acceptable, gzip acceptable) per RFC 9110 §12.5.3; "*" covers unlisted codings."""
+    weights: dict[bytes, float] = {}
+    for item in field.split(b","):
+        coding, _, params = item.partition(b";")
+        weight = 1.0
+        for param in params.split(b";"):
+            key, _, value = param.partition(b"=")
+            if key.strip().lower() == b"q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 0.0
+        coding = coding.strip().lower()
+        weights[b"gzip" if coding == b"x-gzip" else coding] = weight  # §8.4.1.3
+    star = weights.get(b"*", 0.0)
+    return weights.get(b"br", star) > 0, weights.get(b"gzip", star) > 0
+
+
+_UNSATISFIABLE = (-1, -1)
+
+
+def _byte_range(field: bytes, size: int) -> tuple[int, int] | None:
+    """(offset, length) for one range, _UNSATISFIABLE, or None to ignore the field.
+
+    RFC 9110 §14.1.2 forms "a-b", "a-", "-n"; a last-pos past the end is clamped. Several
+    ranges, other units and invalid specs are ignored (§14.2 allows serving 200 instead).
+    """
+    unit, sep, spec = field.partition(b"=")
+    if not sep or unit.strip().lower() != b"bytes" or b"," in spec:
+        return None
+    first, dash, last = spec.strip().partition(b"-")
+    if not dash or (last and not last.isdigit()) or (first and not first.isdigit()):
+        return None
+    if not first:
+        if not last:
+            return None
+        suffix = _position(last)
+        if suffix == 0 or size == 0:
+            return _UNSATISFIABLE
+        suffix = min(suffix, size)
+        return size - suffix, suffix
+    start = _position(first)
+    end = _position(last) if last else size - 1
+    if last and end < start:
+        return None  # §14.1.1: an invalid range-spec; the field is ignored
+    if start >= size:
+        return _UNSATISFIABLE
+    end = min(end, size - 1)
+    return start, end - start + 1
+
+
+def _position(digits: bytes) -> int:
+    """An ASCII digit string as int, capped (int() refuses very long digit strings)."""
+    digits = digits.lstrip(b"0")
+    return int(digits or b"0") if len(digits) <= 18 else 1 << 63
+
+
+class StaticFiles:
+    """Resolves requests under the mounts to files, caching what it resolved (reactor thread)."""
+
+    def __init__(
+        self,
+        mounts: Sequence[Mount],
+        *,
+        script_name: str = "",
+        inline_max_bytes: int = INLINE_MAX_BYTES,
+    ) -> None:
+        base = script_name.rstrip("/")
+        mounted: list[tuple[bytes, Mount, str | None]] = []
+        for mount in mounts:
+            if not mount.url_prefix.startswith("/") or not mount.url_prefix.endswith("/"):
+                raise ValueError(f"mount prefix must start and end with '/': {mount.url_prefix!r}")
+            prefix = quote(base + mount.url_prefix, safe="/:@!$&'()*+,;=-._~").encode("ascii")
+            root = os.path.realpath(mount.root) if mount.root is not None else None
+            mounted.append((prefix, mount, root))
+        mounted.sort(key=lambda item: len(item[0]), reverse=True)  # longest prefix wins
+        self._mounts = mounted
+        self._prefixes = tuple(prefix for prefix, _, _ in mounted)
+        self._inline_max_bytes = inline_max_bytes
+        self._cache: dict[bytes, _Entry] = {}
+        self._cache_body_bytes = 0
+        self._codings: dict[bytes, tuple[bool, bool]] = {}
+
+    def match(self, raw_path: bytes) -> bool:
+        """Is this (percent-encoded) request path under a mount? Called for every request."""
+        return raw_path.startswith(self._prefixes)
+
+    def respond(self, head: RequestHead) -> StaticResponse:
+        """The complete response for a request that match() accepted."""
+        return self._respond(head, retry=True)
+
+    def _respond(self, head: RequestHead, *, retry: bool) -> StaticResponse:
+        method = head.method
+        if method != b"GET" and method != b"HEAD":
+            return _text_response(405, b"Method Not Allowed\n", [(b"Allow", b"GET, HEAD")])
+        fields: dict[bytes, bytes] = {}
+        for name, value in head.headers:
+            name = name.lower()
+            if name in _CONDITIONAL_FIELDS:
+                seen = fields.get(name)
+                fields[name] = value if seen is None else seen + b"," + value
+        raw_path = head.path
+        entry = self._cache.get(raw_path)
+        if entry is None:
+            entry = self._load(raw_path)
+            if entry is None:
+                return _not_found()
+        variant = entry.variants[b""]
+        if len(entry.variants) > 1:
+            accept = fields.get(b"accept-encoding")
+            if accept is not None:
+                variant = self._pick_variant(entry, accept)
+        try:
+            st = os.stat(variant.path_str)
+        except OSError:
+            st = None
+        if st is None or variant.identity != (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev):
+            self._forget(raw_path)  # changed on disk: resolve again from scratch, once
+            return self._respond(head, retry=False) if retry else _not_found()
+        return self._conditional_response(head, fields, variant)
+
+    def _pick_variant(self, entry: _Entry, accept: bytes) -> _Variant:
+        codings = self._codings.get(accept)
+        if codings is None:
+            if len(self._codings) >= 256:
+                self._codings.clear()
+            codings = self._codings[accept] = _accepted_codings(accept)
+        variants = entry.variants
+        if codings[0] and b"br" in variants:
+            return variants[b"br"]
+        if codings[1] and b"gzip" in variants:
+            return variants[b"gzip"]
+        return variants[b""]
+
+    def _conditional_response(
+        self, head: RequestHead, fields: dict[bytes, bytes], variant: _Variant
+    ) -> StaticResponse:
+        # RFC 9110 §13.2.2: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since,
+        # then If-Range, in that order; each later one only when the earlier is absent.
+        if fields:
+            if_match = fields.get(b"if-match")
+            if if_match is not None:
+                if not _etag_listed(if_match, variant.etag, weak=False):
+                    return _text_response(412, b"Precondition Failed\n")
+            elif b"if-unmodified-since" in fields:
+                date = _http_date(fields[b"if-unmodified-since"])
+                if date is not None and variant.mtime_s > date:
+                    return _text_response(412, b"Precondition Failed\n")
+            if_none_match = fields.get(b"if-none-match")
+            if if_none_match is not None:
+                if _etag_listed(if_none_match, variant.etag, weak=True):
+                    return StaticResponse(304, variant.headers_304.copy(), None, 0, 0)
+            elif b"if-modified-since" in fields:
+                date = _http_date(fields[b"if-modified-since"])
+                if date is not None and variant.mtime_s <= date:
+                    return StaticResponse(304, variant.headers_304.copy(), None, 0, 0)
+            range_field = fields.get(b"range")
+            if range_field is not None and head.method == b"GET":  # §14.2: GET only
+                if_range = fields.get(b"if-range")
+                if if_range is None or self._if_range_holds(if_range, variant):
+                    span = _byte_range(range_field, variant.size)
+                    if span is not None:
+                        return self._partial(variant, span)
+        headers = variant.headers.copy()
+        headers.append((b"Content-Length", b"%d" % variant.size))
+        if head.method == b"HEAD":
+            return StaticResponse(200, headers, None, 0, 0)
+        if variant.body is not None:
+            return StaticResponse(200, headers, None, 0, 0, variant.body)
+        return StaticResponse(200, headers, variant.path, 0, variant.size)
+
+    @staticmethod
+    def _if_range_holds(field: bytes, variant: _Variant) -> bool:
+        # RFC 9110 §13.1.5: an entity-tag is compared strongly, a date must match exactly.
+        field = field.strip()
+        if field.startswith((b'"', b"W/")):
+            return field == variant.etag
+        return _http_date(field) == variant.mtime_s
+
+    @staticmethod
+    def _partial(variant: _Variant, span: tuple[int, int]) -> StaticResponse:
+        size = variant.size
+        if span is _UNSATISFIABLE:
+            # RFC 9110 §15.5.17: 416 names the current length.
+            return _text_response(
+                416, b"Range Not Satisfiable\n", [(b"Content-Range", b"bytes */%d" % size)]
+            )
+        offset, length = span
+        headers = variant.headers.copy()
+        headers.append((b"Content-Range", b"bytes %d-%d/%d" % (offset, offset + length - 1, size)))
+        headers.append((b"Content-Length", b"%d" % length))
+        if variant.body is not None:
+            return StaticResponse(206, headers, None, 0, 0, variant.body[offset : offset + length])
+        return StaticResponse(206, headers, variant.path, offset, length)
+
+    def _forget(self, raw_path: bytes) -> None:
+        entry = self._cache.pop(raw_path, None)
+        if entry is not None:
+            self._cache_body_bytes -= entry.body_bytes
+
+    def _load(self, raw_path: bytes) -> _Entry | None:
+        """Resolve a path not in the cache; cache it when it is a servable file."""
+        mounted = next((item for item in self._mounts if raw_path.startswith(item[0])), None)
+        if mounted is None:
+            return None
+        prefix, mount, root = mounted
+        rel = relative_path(raw_path[len(prefix) :])
+        if rel is None:
+            return None
+        entry = None
+        if root is not None:
+            entry = self._build_entry(os.path.join(root, rel), root, rel)
+        if entry is None and mount.finder is not None:
+            located = mount.finder(rel)  # Django's finders check their own roots
+            if located is not None:
+                entry = self._build_entry(os.fspath(located), None, rel)
+        if entry is not None:
+            if len(self._cache) >= CACHE_MAX_ENTRIES:
+                self._forget(next(iter(self._cache)))
+            self._cache[raw_path] = entry
+            self._cache_body_bytes += entry.body_bytes
+        return entry
+
+    @staticmethod
+    def _under_root(root: str, path: str) -> bool:
+        """Does ``path`` stay inside ``root`` once symlinks are followed?"""
+        return os.path.realpath(path).startswith(root + os.sep) or root == os.sep
+
+    def _build_entry(self, found: str, root: str | None, rel: str) -> _Entry | None:
+        content_type = _content_type(rel)
+        hashed = _HASHED_NAME.search(rel.rpartition("/")[2]) is not None
+        cache_control = IMMUTABLE_CACHE if hashed else DEFAULT_CACHE
+        stats: dict[bytes, tuple[str, os.stat_result]] = {}
+        for encoding, suffix in ((b"", ""), *_ENCODINGS):
+            path = found + suffix
+            if root is not None and not self._under_root(root, path):
+                continue
+            try:
+                st = os.stat(path)
+            except (OSError, ValueError):
+                continue
+            if stat.S_ISREG(st.st_mode):
+                stats[encoding] = (path, st)
+            elif not suffix:
+                return None  # directories and devices are never served
+        if b"" not in stats:
+            return None
+        base = [(b"Content-Type", content_type), (b"Cache-Control", cache_control)]
+        vary = [(b"Vary", b"Accept-Encoding")] if len(stats) > 1 else []
+        variants: dict[bytes, _Variant] = {}
+        body_bytes = 0
+        for encoding, (path, st) in stats.items():
+            body = None
+            if (
+                st.st_size <= self._inline_max_bytes
+                and self._cache_body_bytes + body_bytes + st.st_size <= CACHE_MAX_BODY_BYTES
+            ):
+                body = self._read_whole(path, st)
+                body_bytes += 0 if body is None else len(body)
+            mtime_s = st.st_mtime_ns // 1_000_000_000
+            tag_suffix = b"-" + encoding if encoding else b""
+            etag = b'"%x-%x%s"' % (st.st_mtime_ns, st.st_size, tag_suffix)
+            validators = [(b"ETag", etag)]
+            coding = [(b"Content-Encoding", encoding)] if encoding else []
+            headers = [
+                *base,
+                *validators,
+                (b"Last-Modified", formatdate(mtime_s, usegmt=True).encode("ascii")),
+                (b"Accept-Ranges", b"bytes"),
+                *coding,
+                *vary,
+            ]
+            variants[encoding] = _Variant(
+                path=Path(path),
+                path_str=path,
+                identity=(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev),
+                size=st.st_size,
+                mtime_s=mtime_s,
+                etag=etag,
+                headers=headers,
+                headers_304=[(b"Cache-Control", cache_control), *validators, *vary],
+                body=body,
+            )
+        return _Entry(variants, body_bytes)
+
+    @staticmethod
+    def _read_whole(path: str, st: os.stat_result) -> bytes | None:
+        """The file's bytes if it still has the size we stat'ed (else stream it instead)."""
+        try:
+            with open(path, "rb") as file:
+                data = file.read(st.st_size + 1)
+        except OSError:
+            return None
+        return data if len(data) == st.st_size else None
+
+
+_CONDITIONAL_FIELDS = frozenset(
+    {b"accept-encoding", b"if-match", b"if-none-match", b"if-modified-since"}
+    | {b"if-unmodified-since", b"range", b"if-range"}
+)
+
+
+class _Consumer(Protocol):
+    """What FileProducer uses of IConsumer (mypy cannot read zope interfaces)."""
+
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+
+
+@implementer(IPushProducer)
+class FileProducer:
+    """Streams ``length`` bytes from ``offset`` of a file to a consumer, chunk by chunk.
+
+    A push producer: it writes until the consumer pauses it and continues on resume, so
+    at most ``chunk_bytes`` is read per write. It relies on the consumer pausing it (Twisted
+    transports do once their buffer passes 64 KiB); the file is closed in every outcome.
+    """
+
+    def __init__(
+        self, file: BinaryIO, offset: int, length: int, chunk_bytes: int = 64 * 1024
+    ) -> None:
+        self._file = file
+        self._offset = offset
+        self._remaining = length
+        self._chunk_bytes = chunk_bytes
+        self._consumer: _Consumer | None = None
+        self._done: Deferred[None] = Deferred()
+        self._paused = False
+        self._writing = False
+        self._finished = False
+
+    def start(self, consumer: IConsumer) -> Deferred[None]:
+        """Register with ``consumer`` and start writing; fires when the range is sent."""
+        self._consumer = cast(_Consumer, consumer)
+        self._consumer.registerProducer(self, True)
+        if self._finished:
+            return self._done  # a disconnected transport stops its producer at once
+        try:
+            self._file.seek(self._offset)
+        except OSError as exc:
+            self._finish(exc)
+            return self._done
+        self._write_chunks()
+        return self._done
+
+    def _write_chunks(self) -> None:
+        if self._writing or self._consumer is None:
+            return  # resumed from inside consumer.write(): the running loop carries on
+        self._writing = True
+        try:
+            while not self._paused and not self._finished and self._remaining > 0:
+                try:
+                    chunk = self._file.read(min(self._chunk_bytes, self._remaining))
+                except OSError as exc:
+                    self._finish(exc)
+                    return
+                if not chunk:
+                    self._finish(OSError(f"file ended with {self._remaining} bytes unsent"))
+                    return
+                self._remaining -= len(chunk)
+                assert self._consumer is not None
+                self._consumer.write(chunk)
+            if self._remaining == 0 and not self._finished:
+                self._finish(None)
+        finally:
+            self._writing = False
+
+    def _finish(self, error: BaseException | None) -> None:
+        self._finished = True
+        self._file.close()
+        if self._consumer is not None and not isinstance(error, RequestCancelled):
+            self._consumer.unregisterProducer()
+        if error is None:
+            self._done.callback(None)
+        else:
+            self._done.errback(error)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if not self._finished:
+            self._write_chunks()
+
+    def stopProducing(self) -> None:
+        # The consumer is going away (connection lost): it drops us itself.
+        if not self._finished:
+            self._finish(RequestCancelled("the consumer stopped the file transfer"))

@@ -1,0 +1,189 @@
+"""The only way from an app thread to the reactor: the response channel.
+
+Thread-bridge layer: threading only, no sockets, no transports. An app thread hands
+a response to a reactor-side *sink* (the HTTP/1.1 exchange, later an HTTP/2 stream)
+through ``call_from_thread``. A whole response crosses in one call. Streamed chunks
+are batched: one crossing carries everything written since the last one, and the
+app thread blocks once more than ``high_water_bytes`` wait for a slow client, so
+memory stays bounded. After the request is cancelled, writes are discarded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol
+
+from treadle.cancel import CancelToken
+
+Headers = list[tuple[str, str]]
+
+
+class ResponseSink(Protocol):
+    """What a transport adapter provides. Every method is called in the reactor thread."""
+
+    paused: bool  # True while the client is not keeping up (transport paused us)
+    on_writable: Callable[[], None] | None  # called by the sink when it resumes
+
+    def respond(self, status: str, headers: Headers, body: bytes) -> None:
+        """A whole response: head and body, then the exchange ends."""
+
+    def start(self, status: str, headers: Headers) -> None:
+        """The head of a streamed response."""
+
+    def write(self, data: bytes) -> None:
+        """Body bytes of a streamed response."""
+
+    def finish(self) -> None:
+        """The streamed response is complete."""
+
+    def abort(self, reason: str) -> None:
+        """The response cannot be completed: drop the connection."""
+
+    def send_file(
+        self, status: str, headers: Headers, file: BinaryIO, offset: int, length: int | None
+    ) -> None:
+        """Head, then ``length`` bytes of ``file`` from ``offset`` streamed by the reactor."""
+
+
+class ResponseChannel:
+    """App-thread handle on one response. Not shared between requests."""
+
+    __slots__ = (
+        "_call",
+        "_sink",
+        "_cancel",
+        "_high_water",
+        "_low_water",
+        "_lock",
+        "_cond",
+        "_head",
+        "_chunks",
+        "_buffered",
+        "_finished",
+        "_scheduled",
+        "_started",
+        "_waiting",
+    )
+
+    def __init__(
+        self,
+        call_from_thread: Callable[..., Any],
+        sink: ResponseSink,
+        cancel: CancelToken,
+        high_water_bytes: int = 256 * 1024,
+    ) -> None:
+        self._call = call_from_thread
+        self._sink = sink
+        self._cancel = cancel
+        self._high_water = high_water_bytes
+        self._low_water = high_water_bytes // 2
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None
+        self._head: tuple[str, Headers] | None = None
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._finished = False
+        self._scheduled = False
+        self._started = False
+        self._waiting = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def respond(self, status: str, headers: Headers, body: bytes) -> None:
+        """Called in an app thread: the whole response in one crossing."""
+        if not self._cancel.is_set():
+            self._call(self._sink.respond, status, headers, body)
+
+    def send_file(
+        self, status: str, headers: Headers, file: BinaryIO, offset: int, length: int | None
+    ) -> None:
+        """Called in an app thread: the reactor streams the file; it owns ``file`` now."""
+        if self._cancel.is_set():
+            file.close()
+            return
+        self._call(self._sink.send_file, status, headers, file, offset, length)
+
+    def abort(self, reason: str) -> None:
+        """Called in an app thread: the app failed after the head was sent."""
+        self._call(self._sink.abort, reason)
+
+    def start(self, status: str, headers: Headers) -> None:
+        """Called in an app thread: the head of a streamed response (sent with the first batch)."""
+        with self._lock:
+            self._head = (status, headers)
+        self._schedule()
+
+    def write(self, data: bytes) -> None:
+        """Called in an app thread. Blocks while too much waits for a slow client."""
+        if self._cancel.is_set():
+            return
+        with self._lock:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            over = self._buffered > self._high_water
+        self._schedule()
+        if over:
+            self._wait_for_drain()
+
+    def finish(self) -> None:
+        """Called in an app thread: the streamed response is complete."""
+        with self._lock:
+            self._finished = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._call(self._flush)
+
+    def _wait_for_drain(self) -> None:
+        """Called in an app thread: wait until the reactor has taken most of the buffer."""
+        if self._cond is None:
+            self._cond = threading.Condition(self._lock)
+            self._cancel.add_callback(self._wake)
+        with self._cond:
+            self._waiting = True
+            while self._buffered > self._low_water and not self._cancel.is_set():
+                # The timeout is a safety net only; _flush and _wake notify.
+                self._cond.wait(5.0)
+            self._waiting = False
+
+    def _wake(self, _reason: str) -> None:
+        """Called in whichever thread cancels the request."""
+        if self._cond is not None:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _flush(self) -> None:
+        """Called in the reactor thread: move everything batched so far to the sink."""
+        sink = self._sink
+        with self._lock:
+            self._scheduled = False
+            head, self._head = self._head, None
+            if sink.paused and not (head and self._finished):
+                chunks: list[bytes] = []
+                finished = False
+            else:
+                chunks, self._chunks = self._chunks, []
+                finished, self._finished = self._finished, False
+                self._buffered = 0
+                if self._waiting and self._cond is not None:
+                    self._cond.notify_all()
+        if head is not None and not self._started:
+            self._started = True
+            if finished:
+                # Everything arrived in one batch: send it as a whole response.
+                sink.respond(head[0], head[1], b"".join(chunks))
+                return
+            sink.start(*head)
+        if chunks:
+            sink.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+        if finished:
+            sink.finish()
+        elif sink.paused and (self._chunks or self._finished):
+            sink.on_writable = self._flush
