@@ -1,0 +1,253 @@
+"""The HTTP/1.1 protocol driven in memory: StringTransport, MemoryReactorClock, apps run inline.
+
+Reactor tier: no sockets, no threads. The WSGI job runs synchronously in the test
+thread and ``call_from_thread`` calls straight through, so each test sees exactly
+the bytes a client would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from treadle.config import Config
+from treadle.deadlines import Deadlines
+from treadle.dispatch import Dispatcher
+from treadle.http.protocol import HTTPFactory
+from treadle.wsgi import body as bodies
+from treadle.wsgi.container import WSGIContainer
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+class Harness:
+    def __init__(self, app=hello, run_inline: bool = True, **settings: Any) -> None:
+        self.clock = MemoryReactorClock()
+        self.config = Config.from_settings(settings)
+        self.deadlines = Deadlines(self.clock)
+        self.deadlines.start()
+        self.container = WSGIContainer(app, call_from_thread=self.call)
+        self.held: list[Any] = []
+        self.run_inline = run_inline
+        self.factory = HTTPFactory(
+            self.config,
+            deadlines=self.deadlines,
+            dispatch=Dispatcher(submit=self.submit),
+            bodies=bodies,
+            call_from_thread=self.call,
+        )
+        self.transport = StringTransport()
+        self.protocol = self.factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+
+    @staticmethod
+    def call(f, *args):
+        f(*args)
+
+    def submit(self, exchange) -> bool:
+        job = self.container.job(exchange)
+        if self.run_inline:
+            job.run()
+        else:
+            self.held.append(job)
+        return True
+
+    def send(self, data: bytes) -> bytes:
+        self.protocol.dataReceived(data)
+        return self.take()
+
+    def take(self) -> bytes:
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
+    def advance(self, seconds: float) -> None:
+        for _ in range(int(seconds) + 1):
+            self.clock.advance(1.0)
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.disconnecting
+
+
+GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+
+def test_get_is_answered_with_length_date_and_keep_alive() -> None:
+    h = Harness()
+    out = h.send(GET)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 5\r\n" in out
+    assert b"Date: " in out
+    assert out.endswith(b"\r\n\r\nhello")
+    assert not h.closed
+
+
+def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
+    def echo_path(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["PATH_INFO"].encode()]
+
+    h = Harness(echo_path, run_inline=False)
+    h.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(h.held) == 1, "the second request must wait for the first response"
+    assert h.transport.producerState == "paused", "reading pauses while requests queue up"
+    h.held.pop(0).run()
+    assert len(h.held) == 1
+    h.held.pop(0).run()
+    out = h.take()
+    assert out.index(b"\r\n\r\n/a") < out.index(b"\r\n\r\n/b")
+    assert h.transport.producerState == "producing"
+
+
+def test_a_head_trickling_in_gets_408_at_its_deadline() -> None:
+    h = Harness(header_timeout_s=5.0)
+    # A byte a second never extends the head deadline.
+    for byte in b"GET / HTTP/1.1\r\nHo":
+        h.protocol.dataReceived(bytes([byte]))
+        h.clock.advance(0.3)
+        if h.closed:
+            break
+    h.advance(5)
+    out = h.take()
+    assert out.startswith(b"HTTP/1.1 408 ")
+    assert b"Connection: close" in out
+    assert h.closed
+
+
+def test_an_idle_keep_alive_connection_is_closed_quietly() -> None:
+    h = Harness(keep_alive_timeout_s=2.0)
+    h.send(GET)
+    h.advance(1)
+    assert not h.closed
+    h.advance(2)
+    assert h.closed
+    assert h.take() == b""
+
+
+def test_a_stalled_body_gets_408() -> None:
+    h = Harness(body_timeout_s=3.0)
+    h.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    h.advance(4)
+    out = h.take()
+    assert out.startswith(b"HTTP/1.1 408 ")
+    assert h.closed
+
+
+def test_bad_request_gets_400_and_close() -> None:
+    h = Harness()
+    out = h.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 ")
+    assert b"Connection: close" in out
+    assert b"Traceback" not in out
+    assert h.closed
+
+
+def test_continue_is_sent_only_when_the_app_reads_the_body() -> None:
+    reads = []
+
+    def reader(environ, start_response):
+        reads.append(environ["wsgi.input"].read(5))
+        start_response("200 OK", [])
+        return [b"got " + reads[0]]
+
+    h = Harness(reader, run_inline=False)
+    out = h.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert out == b"", "no 100 before the app asks for the body"
+    job = h.held.pop()
+    h.protocol.dataReceived(b"hello")  # some clients send anyway
+    job.run()
+    out = h.take()
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+    assert out.endswith(b"got hello")
+
+
+def test_no_continue_when_the_app_answers_without_reading() -> None:
+    h = Harness()
+    out = h.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert b"100 Continue" not in out
+    assert out.startswith(b"HTTP/1.1 200 OK")
+    # The body was never read, so the connection cannot be reused.
+    assert b"Connection: close" in out
+
+
+def test_chunked_request_body_is_buffered_and_given_a_content_length() -> None:
+    seen = {}
+
+    def app(environ, start_response):
+        seen["length"] = environ.get("CONTENT_LENGTH")
+        seen["body"] = environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [b""]
+
+    h = Harness(app)
+    h.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert seen == {"length": "5", "body": b"abcde"}
+
+
+def test_client_leaving_cancels_the_running_request() -> None:
+    h = Harness(run_inline=False)
+    h.send(GET)
+    job = h.held.pop()
+    h.protocol.connectionLost(None)
+    assert job.record.cancel.is_set()
+
+
+def test_streamed_response_waits_while_the_transport_is_paused() -> None:
+    def streamer(environ, start_response):
+        start_response("200 OK", [])
+        return iter([b"one", b"two"])
+
+    h = Harness(streamer, run_inline=False)
+    h.send(GET)
+    job = h.held.pop()
+    h.protocol.pauseProducing()
+    job.run()
+    out = h.take()
+    assert b"one" not in out
+    h.protocol.resumeProducing()
+    out = h.take()
+    assert b"Transfer-Encoding: chunked" in out or b"Content-Length: 6" in out
+    assert b"one" in out and b"two" in out
+
+
+def test_draining_answers_with_connection_close() -> None:
+    h = Harness()
+    h.factory.drain()
+    out = h.send(GET)
+    assert b"Connection: close" in out
+    assert h.closed
+
+
+def test_head_response_has_no_body() -> None:
+    h = Harness()
+    out = h.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 5" in out
+
+
+def test_app_error_before_head_is_a_plain_500() -> None:
+    def broken(environ, start_response):
+        raise RuntimeError("secret detail")
+
+    h = Harness(broken)
+    out = h.send(GET)
+    assert out.startswith(b"HTTP/1.1 500 ")
+    assert b"secret" not in out and b"Traceback" not in out
+    assert h.closed
+
+
+def test_http10_without_length_is_close_delimited() -> None:
+    def streamer(environ, start_response):
+        start_response("200 OK", [])
+        return iter([b"a", b"b"])
+
+    h = Harness(streamer)
+    out = h.send(b"GET / HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") or out.startswith(b"HTTP/1.0 200 OK")
+    assert out.endswith(b"ab")
+    assert h.closed
