@@ -35,7 +35,8 @@ def add_setting_arguments(parser: argparse.ArgumentParser, exclude: Iterable[str
             continue
         meta = spec.metadata
         flag = flag_of(spec)
-        kwargs: dict[str, Any] = {"dest": spec.name, "default": None, "help": meta["help"]}
+        help_text = meta["help"].replace("%", "%%")  # argparse formats help with %
+        kwargs: dict[str, Any] = {"dest": spec.name, "default": None, "help": help_text}
         if meta["parse"].__name__ == "parse_bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif meta["repeat"]:
