@@ -381,6 +381,8 @@ class Exchange:
             self.body.feed(data)
 
     def body_end(self) -> None:
+        if self.body_complete:
+            return  # a body-less request: its EndOfMessage follows its head
         self.body_complete = True
         self.body.finish()
         if not self.streaming_body and not self.done:
