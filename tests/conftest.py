@@ -114,8 +114,13 @@ def serve() -> Iterator[Callable[..., Running]]:
     """``serve("tests.apps.hello:app", "--threads", "2")`` -> a ready Running server."""
     running: list[Running] = []
 
-    def start(target: str, *args: str, env: dict[str, str] | None = None,
-              bind: str = "tcp:0:interface=127.0.0.1", ready: bool = True) -> Running:
+    def start(
+        target: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        bind: str = "tcp:0:interface=127.0.0.1",
+        ready: bool = True,
+    ) -> Running:
         command = treadle_command("serve", target, "--bind", bind, *args)
         server = Running(command, env=env)
         running.append(server)

@@ -7,11 +7,11 @@ and the result crosses back through one lock. Waits are cancelled by the request
 
 from __future__ import annotations
 
-from _thread import allocate_lock, get_ident
 from collections.abc import Callable
 from inspect import iscoroutine
+from threading import Lock, get_ident
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -40,7 +40,8 @@ _TIMEOUT, _REQUEST, _SHUTDOWN = "timeout", "request", "shutdown"
 def install(reactor: _ThreadsReactor) -> None:
     """Remember the reactor and this thread as the reactor thread.
 
-    Called in the reactor thread, by the server's service at startService.
+    Called in the reactor thread (the thread that runs or will run the reactor), by the
+    server's service at startService.
     """
     global _installed
     _installed = (reactor, get_ident())
@@ -89,7 +90,8 @@ class _Waiter:
     __slots__ = ("lock", "installed", "result", "deferred", "released", "cancelled")
 
     def __init__(self, installed: tuple[_ThreadsReactor, int]) -> None:
-        self.lock = allocate_lock()
+        """Called in the app thread that will wait."""
+        self.lock = Lock()  # _thread's lock: the cheapest primitive that can block
         self.lock.acquire()  # released exactly once, by _finish in the reactor thread
         self.installed = installed
         self.result: Any = None  # a value or a Failure
@@ -177,7 +179,7 @@ def _outcome(waiter: _Waiter, x: Any, timeout: float | None, reason: str) -> Any
             raise RequestCancelled(f"the treadle server stopped during a wait on {what}")
         raise RequestCancelled(f"request cancelled ({reason}) while waiting on {what}")
     if isinstance(result, Failure):
-        error = result.value
+        error = cast(BaseException, result.value)
         if result.tb is not None:
             error = error.with_traceback(result.tb)
         raise error
@@ -200,7 +202,7 @@ def _start(waiter: _Waiter, x: Any, args: tuple[Any, ...] | None, kwargs: dict[s
         try:
             x = x(*(args or ()), **kwargs)
         except BaseException:  # noqa: BLE001 - re-raised in the app thread by _outcome
-            _finish(waiter, Failure())
+            _finish(waiter, Failure())  # type: ignore[no-untyped-call]
             return
     if iscoroutine(x):
         x = Deferred.fromCoroutine(x)

@@ -98,7 +98,9 @@ def load_app(target: str, *, factory: bool = False) -> Any:
         try:
             obj = obj()
         except Exception as error:
-            raise AppLoadError(f"factory {target!r} failed: {type(error).__name__}: {error}") from None
+            raise AppLoadError(
+                f"factory {target!r} failed: {type(error).__name__}: {error}"
+            ) from None
     if not callable(obj):
         raise AppLoadError(f"{target!r} is not callable (got {type(obj).__name__})")
     return obj
@@ -116,19 +118,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from(namespace: argparse.Namespace, base: dict[str, Any] | None = None) -> Config:
     """Precedence: flags > TREADLE_* environment > base (e.g. Django settings) > defaults."""
-    return Config.from_settings({**(base or {}), **settings_from_env(), **settings_from_args(namespace)})
+    return Config.from_settings(
+        {**(base or {}), **settings_from_env(), **settings_from_args(namespace)}
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     namespace = parser.parse_args(argv)
+    from treadle import logs, reload
+
     try:
         config = config_from(namespace)
+        if reload.is_child():
+            config = reload.adopt(config)  # listen on the reload parent's sockets
+        elif config.reload.reload:
+            # The parent never imports the app: a broken app must not end the reloader.
+            logs.configure(config)
+            args = sys.argv[1:] if argv is None else list(argv)
+            child_argv = [sys.executable, "-m", "treadle", *args]
+            watch_dirs = reload.watch_dirs_for(namespace.target)
+            sys.exit(reload.run_with_reload(child_argv, config, watch_dirs=watch_dirs))
         app = load_app(namespace.target, factory=config.app.factory)
     except (ConfigError, AppLoadError) as error:
+        if reload.is_child():
+            reload.print_cause(error)  # the developer wants the whole traceback
         print(f"treadle: error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    from treadle import logs, server
+    from treadle import server
 
     logs.configure(config)
     sys.exit(server.run(app, config))

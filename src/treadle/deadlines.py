@@ -49,7 +49,9 @@ class Deadlines:
         now = self.now = self.clock.seconds()
         for hook in self.on_tick:
             hook(now)
-        expired = [item for item in self.watched if item.deadline is not None and item.deadline <= now]
+        expired = [
+            item for item in self.watched if item.deadline is not None and item.deadline <= now
+        ]
         for item in expired:
             item.deadline = None
             try:

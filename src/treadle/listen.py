@@ -2,21 +2,30 @@
 
 Reactor layer: Twisted endpoints only. ``HOST:PORT``, ``[::1]:PORT`` and a bare
 ``PORT`` become tcp/tcp6 endpoint strings; anything with a known endpoint prefix
-(tcp:, tcp6:, unix:, ssl:, systemd:, ...) is passed to serverFromString as is.
+(tcp:, tcp6:, unix:, ssl:, systemd:, ...) is passed to serverFromString as is;
+``fd:N:family=INET|INET6|UNIX`` adopts a listening socket inherited from a parent
+(dev reload, supervisor). It never binds a socket itself: the endpoints do.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import stat
 from typing import Any
 
+from twisted.internet import defer, fdesc, tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
 
 from treadle.errors import ConfigError
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]/]*)):(?P<port>\d+)$")
 _ENDPOINT = re.compile(r"^[a-z][a-z0-9]*:")
+_ADOPTED = re.compile(r"^fd:(?P<fd>\d+)(?::family=(?P<family>[A-Z0-9]+))?$")
+FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
 
 def normalize(bind: str) -> str:
@@ -38,8 +47,53 @@ def normalize(bind: str) -> str:
     raise ConfigError(f"cannot understand --bind {bind!r}: use HOST:PORT or an endpoint string")
 
 
+def adopted_bind(fd: int, family: int) -> str:
+    """The bind string a child uses to listen on inherited ``fd`` (see ``endpoint``)."""
+    names = {int(number): name for name, number in FAMILIES.items()}
+    return f"fd:{fd}:family={names[family]}"
+
+
+class _SharedUNIXPort(unix.Port):
+    """A UNIX port on an inherited socket: stopping it must not unlink the path,
+    because the parent still holds the socket for the next child."""
+
+    def connectionLost(self, reason: Any) -> None:
+        tcp.Port.connectionLost(self, reason)  # skips unix.Port's os.unlink(path)
+
+
+class AdoptedEndpoint:
+    """Listens on an inherited, already listening socket (``fd:N:family=...``)."""
+
+    def __init__(self, reactor: Any, fd: int, family: int) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.family = family
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        if self.family != socket.AF_UNIX:
+            return AdoptedStreamServerEndpoint(self.reactor, self.fd, self.family).listen(factory)
+        try:
+            fdesc.setNonBlocking(self.fd)
+            port = _SharedUNIXPort._fromListeningDescriptor(self.reactor, self.fd, factory)
+            path = port._bindPath
+            if path[:1] not in (b"\0", "\0"):  # not a Linux abstract-namespace socket
+                # startListening chmods the path to port.mode: keep the mode the parent set.
+                port.mode = stat.S_IMODE(os.stat(path).st_mode)
+            port.startListening()
+            os.close(self.fd)
+        except (OSError, CannotListenError):
+            return defer.fail()
+        return defer.succeed(port)
+
+
 def endpoint(reactor: Any, bind: str) -> Any:
     description = normalize(bind)
+    adopted = _ADOPTED.match(description)
+    if adopted:
+        family = FAMILIES.get(adopted["family"] or "INET")
+        if family is None:
+            raise ConfigError(f"bad endpoint {description!r}: family is INET, INET6 or UNIX")
+        return AdoptedEndpoint(reactor, int(adopted["fd"]), family)
     try:
         return serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as error:

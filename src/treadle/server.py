@@ -25,6 +25,7 @@ from treadle.http.protocol import Exchange, HTTPFactory
 from treadle.pool import ThreadPool
 from treadle.stats import Stats
 from treadle.wsgi import body as bodies
+from treadle.wsgi.bridge import Outbox
 from treadle.wsgi.container import WSGIApp, WSGIContainer
 
 log = logging.getLogger("treadle")
@@ -55,11 +56,16 @@ class Server:
         self.config = config
         self.reactor = reactor
         self.stats = Stats()
-        self.pool = ThreadPool(config.pool.threads, config.pool.max_queue)
+        self.outbox = Outbox(reactor.callFromThread)
+        self.pool = ThreadPool(
+            config.pool.threads,
+            config.pool.max_queue,
+            schedule=lambda wake: reactor.callLater(0, wake),
+        )
         self.deadlines = Deadlines(reactor)
         self.container = WSGIContainer(
             app,
-            call_from_thread=reactor.callFromThread,
+            call_from_thread=self.outbox,
             script_name=config.app.script_name,
             multiprocess=config.app.multiprocess,
         )
@@ -72,13 +78,15 @@ class Server:
         self.dispatcher = Dispatcher(
             submit=self._submit, script_name=config.app.script_name, static=static
         )
-        self.access_log = AccessLog(config.logging.access_log_format) if config.logging.access_log else None
+        self.access_log = (
+            AccessLog(config.logging.access_log_format) if config.logging.access_log else None
+        )
         self.factory = HTTPFactory(
             config,
             deadlines=self.deadlines,
             dispatch=self.dispatcher,
             bodies=bodies,
-            call_from_thread=reactor.callFromThread,
+            call_from_thread=self.outbox,
             on_finished=self._finished,
         )
         self.factory.noisy = False
@@ -130,9 +138,7 @@ class Server:
         if self._stopping:
             return
         self._stopping = True
-        await defer.gatherResults(
-            [defer.maybeDeferred(port.stopListening) for port in self.ports]
-        )
+        await defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self.ports])
         self.ports = []
         self.factory.drain()
         if self.busy():

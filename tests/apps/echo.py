@@ -6,9 +6,22 @@ import json
 def app(environ, start_response):
     body = environ["wsgi.input"].read()
     keys = [
-        "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "RAW_URI", "SERVER_NAME",
-        "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "CONTENT_TYPE", "CONTENT_LENGTH",
-        "HTTP_HOST", "HTTP_X_TEST", "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "RAW_URI",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "HTTP_HOST",
+        "HTTP_X_TEST",
+        "wsgi.url_scheme",
+        "wsgi.multithread",
+        "wsgi.multiprocess",
     ]
     info = {key: environ.get(key) for key in keys}
     info["body_length"] = len(body)

@@ -45,8 +45,13 @@ def test_environment_lists_split_on_commas() -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [{"threads": 0}, {"script_name": "app"}, {"script_name": "/app/"}, {"nonsense": 1},
-     {"static": ("nodir",)}],
+    [
+        {"threads": 0},
+        {"script_name": "app"},
+        {"script_name": "/app/"},
+        {"nonsense": 1},
+        {"static": ("nodir",)},
+    ],
 )
 def test_bad_settings_are_refused(settings) -> None:
     with pytest.raises(ConfigError):

@@ -8,24 +8,67 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "treadle"
 
 PURE = {
-    "config", "errors", "http.events", "http.h1", "http.h2", "http.headers", "wsgi.environ",
-    "mongrel2.tnetstring", "mongrel2.message",
+    "config",
+    "errors",
+    "http.events",
+    "http.h1",
+    "http.h2",
+    "http.headers",
+    "wsgi.environ",
+    "mongrel2.tnetstring",
+    "mongrel2.message",
 }
 REACTOR = {
-    "http.protocol", "dispatch", "static", "listen", "tls", "accesslog", "deadlines",
+    "http.protocol",
+    "dispatch",
+    "static",
+    "listen",
+    "tls",
+    "accesslog",
+    "deadlines",
     "mongrel2.transport",
 }
 BRIDGE = {
-    "wsgi.container", "wsgi.bridge", "wsgi.body", "pool", "blocking", "cancel", "timing", "stats",
+    "wsgi.container",
+    "wsgi.bridge",
+    "wsgi.body",
+    "pool",
+    "blocking",
+    "cancel",
+    "timing",
+    "stats",
 }
 
 FORBIDDEN = {
-    "pure": ("twisted", "threading", "socket", "queue", "treadle.wsgi.body",
-             "treadle.wsgi.container", "treadle.wsgi.bridge", "treadle.pool", "treadle.server"),
-    "reactor": ("threading", "treadle.wsgi.container", "treadle.wsgi.bridge", "treadle.wsgi.body",
-                "treadle.pool", "treadle.blocking", "treadle.server", "treadle.cli"),
-    "bridge": ("socket", "twisted.internet.tcp", "treadle.http.protocol", "treadle.server",
-               "treadle.cli", "treadle.dispatch"),
+    "pure": (
+        "twisted",
+        "threading",
+        "socket",
+        "queue",
+        "treadle.wsgi.body",
+        "treadle.wsgi.container",
+        "treadle.wsgi.bridge",
+        "treadle.pool",
+        "treadle.server",
+    ),
+    "reactor": (
+        "threading",
+        "treadle.wsgi.container",
+        "treadle.wsgi.bridge",
+        "treadle.wsgi.body",
+        "treadle.pool",
+        "treadle.blocking",
+        "treadle.server",
+        "treadle.cli",
+    ),
+    "bridge": (
+        "socket",
+        "twisted.internet.tcp",
+        "treadle.http.protocol",
+        "treadle.server",
+        "treadle.cli",
+        "treadle.dispatch",
+    ),
 }
 
 

@@ -161,7 +161,9 @@ def test_a_stalled_body_gets_408() -> None:
 
 def test_bad_request_gets_400_and_close() -> None:
     h = Harness()
-    out = h.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    out = h.send(
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     assert out.startswith(b"HTTP/1.1 400 ")
     assert b"Connection: close" in out
     assert b"Traceback" not in out
@@ -219,7 +221,9 @@ def test_chunked_request_body_is_buffered_and_given_a_content_length() -> None:
         return [b""]
 
     h = Harness(app)
-    h.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    h.send(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
     assert seen == {"length": "5", "body": b"abcde"}
 
 

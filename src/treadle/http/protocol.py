@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-from http import HTTPStatus
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, BinaryIO
 
-from twisted.internet import interfaces
+from twisted.internet import interfaces, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -123,6 +123,8 @@ class HTTPChannel(Protocol):
         peer = transport.getPeer()
         self.peer = address_tuple(peer)
         self.peer_text = describe_address(peer)
+        # Plain TCP/UNIX transports can take a direct send (see send()); TLS cannot.
+        self.direct = isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False)
         transport.registerProducer(self, True)
         if factory.draining:
             self.close()
@@ -147,6 +149,28 @@ class HTTPChannel(Protocol):
 
     def writeConnectionLost(self) -> None:
         self.close()
+
+    def send(self, data: bytes) -> None:
+        """Write to the client, trying the socket at once when nothing is queued.
+
+        Twisted's write() only buffers and registers for writability: two epoll_ctl
+        calls and a loop turn per response. When the transport's buffer is empty we
+        send directly and hand Twisted only what the socket did not take.
+        """
+        transport = self.transport
+        if (
+            self.direct
+            and not transport.dataBuffer
+            and not transport._tempDataBuffer
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            sent = transport.writeSomeData(data)
+            if type(sent) is int:
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        transport.write(data)
 
     def close(self) -> None:
         if self.state != CLOSED:
@@ -271,7 +295,7 @@ class HTTPChannel(Protocol):
         """Answer a request that never reached the app, then close. Reactor thread."""
         if self.state == CLOSED:
             return
-        self.transport.write(h1.error_response(status, message, date=self.factory.date))
+        self.send(h1.error_response(status, message, date=self.factory.date))
         self.close()
 
     # -- deadlines --------------------------------------------------------------
@@ -410,7 +434,7 @@ class Exchange:
     def send_continue(self) -> None:
         if not self.done and self.plan is None and not self.continue_sent:
             self.continue_sent = True
-            self.channel.transport.write(h1.CONTINUE)
+            self.channel.send(h1.CONTINUE)
 
     # -- the response: the bridge's sink ----------------------------------------
 
@@ -459,7 +483,7 @@ class Exchange:
             # at most, and close so the client cannot misread the next response.
             body = body[: plan.content_length]
             keep_alive = False
-        self.channel.transport.write(plan.head + body if body else plan.head)
+        self.channel.send(plan.head + body if body else plan.head)
         self.record.bytes_sent = len(body)
         self.end(keep_alive)
 
@@ -473,7 +497,7 @@ class Exchange:
         self.plan = plan
         self.record.status = int(plan.head[9:12])
         self.remaining = plan.content_length if plan.body_allowed else 0
-        self.channel.transport.write(plan.head)
+        self.channel.send(plan.head)
 
     def write(self, data: bytes) -> None:
         plan = self.plan
@@ -486,7 +510,7 @@ class Exchange:
         if not data:
             return
         self.record.bytes_sent += len(data)
-        self.channel.transport.write(h1.encode_chunk(data) if plan.chunked else data)
+        self.channel.send(h1.encode_chunk(data) if plan.chunked else data)
 
     def finish(self) -> None:
         plan = self.plan
@@ -495,7 +519,7 @@ class Exchange:
         keep_alive = plan.keep_alive
         if plan.body_allowed:
             if plan.chunked:
-                self.channel.transport.write(h1.LAST_CHUNK)
+                self.channel.send(h1.LAST_CHUNK)
             elif self.remaining:
                 keep_alive = False  # shorter than its Content-Length: the client must see it end
         self.end(keep_alive)
@@ -531,8 +555,11 @@ class Exchange:
 
     def _file_failed(self, failure: Failure) -> None:
         if not self.done:
-            log.info("request %d: file transfer stopped: %s",
-                     self.record.request_id, failure.getErrorMessage())
+            log.info(
+                "request %d: file transfer stopped: %s",
+                self.record.request_id,
+                failure.getErrorMessage(),
+            )
             self.abort("file transfer failed")
 
     # IConsumer for FileProducer: the exchange frames what the producer writes.

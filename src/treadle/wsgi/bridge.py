@@ -10,13 +10,53 @@ memory stays bounded. After the request is cancelled, writes are discarded.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
 from treadle.cancel import CancelToken
 
 Headers = list[tuple[str, str]]
+
+log = logging.getLogger("treadle")
+
+
+class Outbox:
+    """Calls from app threads into the reactor, one reactor wake-up per batch.
+
+    Twisted's callFromThread writes to the waker pipe on every call; under load that
+    is a syscall per response on both sides. The outbox wakes the reactor only when
+    it goes from empty to non-empty, and the reactor runs everything queued since.
+    """
+
+    __slots__ = ("_calls", "_armed", "_call_from_thread")
+
+    def __init__(self, call_from_thread: Callable[..., Any]) -> None:
+        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._armed = False
+        self._call_from_thread = call_from_thread
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> None:
+        """Called in any thread."""
+        self._calls.append((f, args))
+        # Append before testing the flag: a drain that already cleared the flag will
+        # either see this call or be followed by the one scheduled here.
+        if not self._armed:
+            self._armed = True
+            self._call_from_thread(self._drain)
+
+    def _drain(self) -> None:
+        """Called in the reactor thread."""
+        self._armed = False
+        calls = self._calls
+        while calls:
+            f, args = calls.popleft()
+            try:
+                f(*args)
+            except Exception:
+                log.exception("error in a call from an app thread")
 
 
 class ResponseSink(Protocol):

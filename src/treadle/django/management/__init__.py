@@ -1,0 +1,1 @@
+"""Django management commands of treadle's Django app (composition layer; nothing else here)."""

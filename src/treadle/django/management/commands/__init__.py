@@ -1,0 +1,1 @@
+"""``manage.py server``: see server.py (composition layer; nothing else here)."""

@@ -1,0 +1,386 @@
+"""Development auto-reload: a parent holds the listening sockets and restarts a child on change.
+
+Composition layer, used by ``treadle serve --reload`` and Django's ``manage.py server``. The
+parent binds each --bind once, watches the project's files (watchfiles) and runs the real
+server as a child that adopts the sockets (``fd:N`` binds), so a browser never sees "connection
+refused" across a restart. The parent never imports the app and never runs a reactor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from treadle import listen
+from treadle.config import Config
+
+log = logging.getLogger("treadle")
+
+# JSON {"parent": pid, "binds": [...]}: the child's binds, which replace its --bind/TREADLE_BIND.
+ENV = "TREADLE_RELOAD_BINDS"
+
+IGNORED_DIRS = frozenset(
+    {
+        "__pycache__", ".git", ".hg", ".svn", "node_modules", "staticfiles", "media", "venv",
+        "site-packages", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+        ".hypothesis", ".idea",
+    }
+)  # fmt: skip
+SOURCE_SUFFIXES = (".py", ".html", ".txt")
+# Editor temp files: vim swap/backup and its 4913 probe, emacs lock/autosave, JetBrains safe-write.
+EDITOR_TEMP = re.compile(r"~$|^\.#|^#.*#$|\.sw[a-p]$|^4913$|\.___jb_\w+___$|^flycheck_")
+DATABASES = re.compile(r"\.sqlite3(-journal|-wal|-shm)?$")
+
+
+def is_child() -> bool:
+    """True inside a reload child: its sockets come from the parent."""
+    return ENV in os.environ
+
+
+# -- the child side ---------------------------------------------------------------
+
+
+def adopt(config: Config) -> Config:
+    """In a child: ``config`` with the parent's sockets as its binds; dies with the parent.
+
+    The adopted binds replace whatever flags and environment said, because the parent
+    already bound exactly those addresses.
+    """
+    data = json.loads(os.environ[ENV])
+    _die_with_parent(int(data["parent"]))
+    return config.replace(bind=tuple(data["binds"]))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM when the parent dies (even by SIGKILL), so no orphan keeps the port."""
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def print_cause(error: BaseException) -> None:
+    """In a child: the full traceback behind a one-line load error (e.g. a SyntaxError)."""
+    cause = error.__cause__ or error.__context__
+    if cause is None:
+        return
+    report = traceback.TracebackException.from_exception(cause)
+    # Drop importlib's and treadle's own frames: the developer's code is what broke.
+    here = str(Path(__file__).parent)
+    report.stack = traceback.StackSummary.from_list(
+        [
+            frame
+            for frame in report.stack
+            if not frame.filename.startswith(("<frozen", here, os.path.dirname(importlib.__file__)))
+        ]
+    )
+    print("".join(report.format()), end="", file=sys.stderr)
+
+
+# -- the parent side: sockets -------------------------------------------------------
+
+
+@dataclass
+class Held:
+    """A listening socket the parent keeps open across restarts."""
+
+    sock: socket.socket
+    address: str
+    unix_path: str | None = None
+
+    @property
+    def child_bind(self) -> str:
+        return listen.adopted_bind(self.sock.fileno(), self.sock.family)
+
+
+def _split(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """A Twisted endpoint string -> (kind, positional args, keyword args); ``\\:`` escapes."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in description:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    args = [part for part in parts[1:] if "=" not in part]
+    kwargs = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
+    return parts[0], args, kwargs
+
+
+def hold(bind: str) -> Held | None:
+    """Bind and listen for a tcp/tcp6/unix bind; None for kinds only the child can open."""
+    kind, args, kwargs = _split(listen.normalize(bind))
+    backlog = int(kwargs.get("backlog", 50))  # Twisted's default backlog
+    if kind in ("tcp", "tcp6"):
+        family = socket.AF_INET if kind == "tcp" else socket.AF_INET6
+        port = int(kwargs.get("port", args[0] if args else 0))
+        interface = kwargs.get("interface", "" if kind == "tcp" else "::")
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does
+            sock.bind((interface, port))
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        host, real_port = sock.getsockname()[:2]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        address = f"http://{shown}:{real_port}"
+        return Held(sock, address)
+    if kind == "unix":
+        path = kwargs.get("address", args[0] if args else "")
+        _remove_stale_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, int(kwargs.get("mode", "666"), 8))  # Twisted's default mode
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return Held(sock, f"unix:{path}", unix_path=path)
+    return None
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a dead server is removed; one with a live server is an error."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)
+            return
+        except OSError:
+            return
+    raise OSError(f"{path} is in use by another server")
+
+
+# -- the parent side: what to watch --------------------------------------------------
+
+
+def watch_dirs_for(target: str) -> list[Path]:
+    """The project root (cwd) and the directory of the target's top-level package."""
+    dirs = [Path.cwd()]
+    module = target.partition(":")[0] if ":" in target else target.rpartition(".")[0]
+    try:
+        spec = importlib.util.find_spec(module.split(".")[0]) if module else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None:
+        if spec.submodule_search_locations:
+            dirs.extend(Path(location) for location in spec.submodule_search_locations)
+        elif spec.origin and spec.has_location:
+            dirs.append(Path(spec.origin).parent)
+    installed = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    return [d for d in dirs if d == dirs[0] or not installed & {*d.resolve().parents, d}]
+
+
+def _roots(dirs: Iterable[Path]) -> list[Path]:
+    """Existing directories, resolved, without any that another one already contains."""
+    found = sorted(
+        {Path(d).resolve() for d in dirs if Path(d).is_dir()}, key=lambda p: len(p.parts)
+    )
+    roots: list[Path] = []
+    for path in found:
+        if not any(path.is_relative_to(root) for root in roots):
+            roots.append(path)
+    return roots
+
+
+class ChangeFilter:
+    """Which changed paths restart the child: sources, templates and --reload-include globs."""
+
+    def __init__(
+        self, roots: Sequence[Path], include: Sequence[str] = (), ignore: Iterable[Path] = ()
+    ) -> None:
+        self.roots = list(roots)
+        self.include = tuple(include)
+        self.ignore = {str(path) for path in ignore}  # our own log files: no feedback loop
+
+    def relative(self, path: str) -> Path:
+        full = Path(path)
+        for root in self.roots:
+            if full.is_relative_to(root):
+                return full.relative_to(root)
+        return full
+
+    def __call__(self, change: Any, path: str) -> bool:
+        if path in self.ignore:
+            return False
+        relative = self.relative(path)
+        *dirs, name = relative.parts or ("",)
+        if any(part in IGNORED_DIRS or part.startswith(".venv") for part in dirs):
+            return False
+        if EDITOR_TEMP.search(name) or DATABASES.search(name):
+            return False
+        if name.endswith(SOURCE_SUFFIXES):
+            return True
+        text = relative.as_posix()
+        return any(fnmatch(text, glob) or fnmatch(name, glob) for glob in self.include)
+
+
+def _forget_bytecode(paths: Iterable[str]) -> None:
+    """Drop the .pyc of changed sources: a pyc is validated by mtime in whole seconds and
+    size, so an edit of the same length within a second would otherwise be ignored."""
+    for path in paths:
+        if not path.endswith(".py"):
+            continue
+        for optimization in ("", 1, 2):
+            with contextlib.suppress(OSError, ValueError):
+                os.unlink(importlib.util.cache_from_source(path, optimization=optimization))
+
+
+def _shown(paths: Sequence[str]) -> str:
+    cwd = Path.cwd()
+    names = [str(Path(p).relative_to(cwd)) if Path(p).is_relative_to(cwd) else p for p in paths]
+    more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+    return names[0] + more
+
+
+# -- the parent side: the child -----------------------------------------------------
+
+
+class Worker:
+    """The current child process; it is restarted, never reused."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], fds: Sequence[int],
+                 stop_timeout_s: float) -> None:  # fmt: skip
+        self.argv = list(argv)
+        self.env = env
+        self.fds = tuple(fds)
+        self.stop_timeout_s = stop_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._expected: set[int] = set()  # pids we stopped on purpose
+
+    def start(self) -> None:
+        # Own process group: a terminal's Ctrl-C reaches only the parent, which forwards it once.
+        self.proc = subprocess.Popen(self.argv, env=self.env, pass_fds=self.fds, process_group=0)
+        threading.Thread(target=self._report_exit, args=(self.proc,), daemon=True).start()
+
+    def _report_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        """Runs in a watcher thread: one line when the child ends by itself (e.g. a bad import)."""
+        status = proc.wait()
+        if proc.pid not in self._expected:
+            log.warning(
+                "reload: worker %d exited with status %d; waiting for a file change",
+                proc.pid,
+                status,
+            )
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        self._expected.add(proc.pid)
+        proc.send_signal(signum)
+        try:
+            proc.wait(self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("reload: worker %d did not stop in %.0f s; killing it", proc.pid,
+                        self.stop_timeout_s)  # fmt: skip
+            proc.kill()
+            proc.wait()
+
+
+def run_with_reload(
+    child_argv: list[str], config: Config, *, watch_dirs: Sequence[Path] | None = None
+) -> int:
+    """Hold the sockets, run ``child_argv`` and restart it on change until SIGTERM/SIGINT.
+
+    Main thread of the parent. Returns 0 after a signal, 1 when a socket cannot be bound.
+    """
+    held: list[Held] = []
+    binds: list[str] = []
+    try:
+        for bind in config.listen.bind:
+            kept = hold(bind)
+            if kept is None:
+                log.info("reload keeps no socket for %s: each worker binds it itself", bind)
+                binds.append(bind)
+            else:
+                held.append(kept)
+                binds.append(kept.child_bind)
+    except OSError as error:
+        log.error("reload: cannot listen: %s", error)
+        _release(held)
+        return 1
+    roots = _roots(watch_dirs if watch_dirs is not None else [Path.cwd()])
+    env = {**os.environ, ENV: json.dumps({"parent": os.getpid(), "binds": binds})}
+    stop_timeout_s = config.timeouts.graceful_timeout_s + 5.0
+    worker = Worker(child_argv, env, [h.sock.fileno() for h in held], stop_timeout_s)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        stop.set()  # the watch loop sees it within one step (50 ms)
+
+    import watchfiles  # here, not at the top: children import this module too
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        log.info(
+            "reload: holding %s; watching %s",
+            " ".join(h.address for h in held) or "no sockets",
+            " ".join(map(str, roots)),
+        )
+        worker.start()
+        logs = (config.logging.log_file, config.logging.access_log)
+        own_files = [Path(name).resolve() for name in logs if name and name != "-"]
+        changes_filter = ChangeFilter(roots, config.reload.reload_include, own_files)
+        for changes in watchfiles.watch(*roots, watch_filter=changes_filter, stop_event=stop):
+            if stop.is_set():
+                break
+            paths = sorted({path for _, path in changes})
+            log.info("reloading: %s", _shown(paths))
+            _forget_bytecode(paths)
+            worker.stop()
+            if not stop.is_set():
+                worker.start()
+        worker.stop(received[0] if received else signal.SIGTERM)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _release(held)
+    return 0
+
+
+def _release(held: Iterable[Held]) -> None:
+    for kept in held:
+        kept.sock.close()
+        if kept.unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(kept.unix_path)

@@ -1,0 +1,179 @@
+"""``treadle serve --reload``: real parent and child processes, real file edits.
+
+The parent holds the listening socket; a rewritten module is served by a new child
+without any request being refused; a syntax error prints one traceback and waits;
+SIGTERM ends everything with status 0. The change filter is checked directly.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Running, treadle_command
+from watchfiles import Change
+
+from treadle.reload import ChangeFilter, hold
+
+APP = """\
+import pathlib
+
+def app(environ, start_response):
+    body = b"{version}" + pathlib.Path("extra.json").read_bytes().strip()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def write_app(path: Path, version: str, *, keep_mtime_of: os.stat_result | None = None) -> None:
+    path.write_text(APP.replace("{version}", version))
+    if keep_mtime_of is not None:
+        # Same size and same mtime: a stale .pyc would still look valid to Python.
+        os.utime(path, ns=(keep_mtime_of.st_atime_ns, keep_mtime_of.st_mtime_ns))
+
+
+def get(port: int) -> str:
+    """One request on a new connection; ConnectionRefusedError propagates."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        connection.request("GET", "/")
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def start(tmp_path: Path, *args: str) -> Running:
+    server = Running(treadle_command("serve", "mod:app", "--reload", *args), cwd=tmp_path)
+    server.wait_ready()
+    return server
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_app(tmp_path / "mod.py", "v1")
+    (tmp_path / "extra.json").write_text("\n")
+    return tmp_path
+
+
+def test_edit_is_served_without_refusals_and_syntax_errors_wait(project: Path) -> None:
+    module = project / "mod.py"
+    server = start(project, "--bind", "tcp:0:interface=127.0.0.1")
+    try:
+        assert server.port != 0  # the real port of the parent's socket, not 0
+        assert get(server.port) == "v1"
+
+        write_app(module, "v2", keep_mtime_of=module.stat())
+        seen = []
+        deadline = time.monotonic() + 30
+        while not seen or seen[-1] != "v2":
+            assert time.monotonic() < deadline, f"v2 never served; saw {seen}\n{server.output}"
+            seen.append(get(server.port))  # a refused connection fails the test here
+        assert set(seen) <= {"v1", "v2"}
+        server.wait_for_line("reloading: mod.py")
+        assert server.output.count("Listening at: " + server.address) == 2
+
+        module.write_text("def app(:\n")
+        server.wait_for_line("waiting for a file change")
+        failed_output = server.output
+        assert failed_output.count("Traceback (most recent call last)") == 1
+        assert "SyntaxError" in failed_output
+
+        # No worker listens now, but the parent's socket still queues connections.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as waiting:
+            waiting.sendall(REQUEST)
+            write_app(module, "v3")
+            response = read_all(waiting)
+        assert response.startswith(b"HTTP/1.1 200 OK"), response
+        assert response.endswith(b"\r\n\r\nv3")
+        assert get(server.port) == "v3"
+        assert server.output.count("Traceback (most recent call last)") == 1
+        assert server.output.count("waiting for a file change") == 1
+    finally:
+        status = server.stop(signal.SIGTERM, timeout=20)
+    assert status == 0, server.output
+
+
+def test_unix_socket_survives_restarts_and_include_globs_reload(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # AF_UNIX paths are limited to ~107 bytes: keep the socket in a short directory.
+    path = tmp_path_factory.mktemp("s") / "t.sock"
+    server = start(project, "--bind", f"unix:{path}:mode=600", "--reload-include", "*.json")
+    try:
+        assert f"Listening at: unix:{path}" in server.output
+
+        def ask() -> bytes:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(20)
+                client.connect(str(path))
+                client.sendall(REQUEST)
+                return read_all(client).partition(b"\r\n\r\n")[2]
+
+        assert ask() == b"v1"
+        (project / "extra.json").write_text("+json\n")
+        deadline = time.monotonic() + 30
+        while (body := ask()) != b"v1+json":
+            assert body == b"v1", body
+            assert time.monotonic() < deadline, server.output
+        server.wait_for_line("reloading: extra.json")
+        # The old worker's port did not unlink the path, and the mode the parent set is kept.
+        assert path.is_socket()
+        assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    finally:
+        status = server.stop(signal.SIGINT, timeout=20)
+    assert status == 0, server.output
+    assert not path.exists()
+
+
+def test_change_filter_takes_sources_and_templates_not_noise(tmp_path: Path) -> None:
+    accepts = ChangeFilter([tmp_path], include=("*.css",), ignore=[tmp_path / "log.txt"])
+
+    def taken(relative: str) -> bool:
+        return accepts(Change.modified, str(tmp_path / relative))
+
+    assert taken("mod.py")
+    assert taken("pkg/templates/page.html")
+    assert taken("templates/mail.txt")
+    assert taken("static/site.css")
+    for noise in (
+        "log.txt",
+        "pkg/__pycache__/mod.cpython-311.pyc",
+        ".venv-3.12/lib/site.py",
+        ".git/HEAD.py",
+        "node_modules/x/index.py",
+        "staticfiles/admin.html",
+        "media/upload.txt",
+        "db.sqlite3",
+        "db.sqlite3-journal",
+        "mod.py~",
+        ".mod.py.swp",
+        ".#mod.py",
+        "4913",
+        "README.md",
+    ):
+        assert not taken(noise), noise
+
+
+def test_parent_binds_port_zero_to_a_real_port() -> None:
+    held = hold("tcp:0:interface=127.0.0.1")
+    assert held is not None
+    try:
+        host, port = held.sock.getsockname()
+        assert held.address == f"http://127.0.0.1:{port}"
+        assert held.child_bind == f"fd:{held.sock.fileno()}:family=INET"
+    finally:
+        held.sock.close()
+    assert hold("ssl:0:privateKey=key.pem") is None  # only the child can open TLS ports
