@@ -133,3 +133,16 @@ def serve() -> Iterator[Callable[..., Running]]:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def serve_shared() -> Iterator[Running]:
+    """One hello-world server shared by a module's tests (for many small requests)."""
+    server = Running(
+        treadle_command("serve", "tests.apps.hello:app", "--bind", "tcp:0:interface=127.0.0.1")
+    )
+    server.wait_ready()
+    yield server
+    if server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait(10)

@@ -111,6 +111,13 @@ class Listen:
         repeat=True,
         metavar="ENDPOINT",
     )
+    backlog: int = setting(
+        2048,
+        "Connections the kernel may queue before treadle accepts them (tcp and unix binds "
+        "that do not set backlog= themselves).",
+        parse=parse_count,
+        why="gunicorn's default; Twisted's own is 50, too few for a burst of clients",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +149,11 @@ class Pool:
         16, "Threads that run the app.", parse=parse_count, why="gunicorn gthread users run 8-32"
     )
     max_queue: int = setting(
-        256,
+        1024,
         "Requests that may wait for a free thread; beyond it treadle answers 503 with "
         "Retry-After at once, without touching a thread.",
         parse=parse_count,
-        why="a few seconds of backlog at typical Django rates; fail fast past it",
+        why="holds a burst from 1000 clients; about a second of work at typical Django rates",
     )
 
 

@@ -86,8 +86,16 @@ class AdoptedEndpoint:
         return defer.succeed(port)
 
 
-def endpoint(reactor: Any, bind: str) -> Any:
-    description = normalize(bind)
+def with_backlog(description: str, backlog: int) -> str:
+    """Add backlog=N to tcp/tcp6/unix endpoint strings that do not choose their own."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "unix") and "backlog=" not in description:
+        return f"{description}:backlog={backlog}"
+    return description
+
+
+def endpoint(reactor: Any, bind: str, backlog: int = 2048) -> Any:
+    description = with_backlog(normalize(bind), backlog)
     adopted = _ADOPTED.match(description)
     if adopted:
         family = FAMILIES.get(adopted["family"] or "INET")

@@ -120,7 +120,8 @@ class Server:
         self.pool.start()
         blocking.install(self.reactor)
         self.deadlines.start()
-        endpoints = [listen.endpoint(self.reactor, bind) for bind in self.config.listen.bind]
+        backlog = self.config.listen.backlog
+        endpoints = [listen.endpoint(self.reactor, bind, backlog) for bind in self.config.listen.bind]
         for endpoint in endpoints:
             port = await endpoint.listen(self.factory)
             self.ports.append(port)

@@ -27,8 +27,8 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
-from conftest import LISTENING, ROOT, Running
 
+from tests.conftest import LISTENING, ROOT, Running
 from treadle.django.config import bind_from_addrport
 from treadle.errors import ConfigError
 
@@ -87,6 +87,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
 
 def stop(server: Running) -> None:
     code = server.stop()
+    server._reader.join(DEADLINE_S)  # it reads until EOF; then the pipe can be closed
+    if server.proc.stdout is not None:
+        server.proc.stdout.close()
     assert code == 0, f"exit status {code}:\n{server.output}"
 
 
@@ -475,3 +478,23 @@ def test_precedence_and_log_file(
         stop(server)
     # --log-file takes treadle's messages away from the handlers settings.LOGGING gave it.
     assert "Listening at" not in (settings_log.read_text() if settings_log.exists() else "")
+
+
+# -- auto-reload (on by default, as runserver) --------------------------------------------
+
+
+def test_reload_restarts_on_a_code_change_keeping_the_port(site: Site) -> None:
+    server = site.manage("server", "127.0.0.1:0")
+    try:
+        first = server.wait_for_line(lambda line: LISTENING.search(line) is not None, DEADLINE_S)
+        server.wait_ready(DEADLINE_S)
+        assert "reload: holding" in server.output
+        assert request(server, "/books.json")[0] == 200
+        (site.root / "library" / "reload_marker.py").write_text("CHANGED = True\n")
+        second = server.wait_for_line(
+            lambda line: LISTENING.search(line) is not None and line != first, DEADLINE_S
+        )
+        assert f"127.0.0.1:{server.port} " in second  # the parent kept the socket
+        assert request(server, "/books.json")[0] == 200
+    finally:
+        stop(server)

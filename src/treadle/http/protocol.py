@@ -218,10 +218,16 @@ class HTTPChannel(Protocol):
     def receive(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
+        parser = self.parser
         try:
-            events = self.parser.receive_data(data)
+            events: list[Event | ProtocolError] = list(parser.receive_data(data))
         except ProtocolError as error:
-            events = [error]  # type: ignore[list-item]
+            events = [error]
+        else:
+            # The parser reports an error found after complete events on its next call;
+            # ask for it now so a bad pipelined request is answered without waiting.
+            if parser.error is not None:
+                events.append(parser.error)
         for event in events:
             if self.backlog or (self.current is not None and type(event) is RequestHead):
                 self.backlog.append(event)
@@ -284,11 +290,14 @@ class HTTPChannel(Protocol):
     def protocol_error(self, error: ProtocolError) -> None:
         log.info("%s: %d %s", self.peer_text, error.status, error)
         current = self.current
-        if current is not None and not current.body_complete:
-            # The body of the request in hand is broken: its reader fails and the
-            # connection closes after its response.
+        if current is not None and current.dispatched and not current.body_complete:
+            # The body of a request the app is already reading is broken: its reader
+            # fails and the connection closes after its response.
             current.body_failed(error)
             return
+        if current is not None and not current.dispatched:
+            current.body_failed(error)
+            self.current = None
         self.send_error(error.status, str(error))
 
     def send_error(self, status: int, message: str) -> None:
@@ -439,7 +448,7 @@ class Exchange:
     # -- the response: the bridge's sink ----------------------------------------
 
     def _plan(
-        self, status: str, headers: Headers, body: bytes | None
+        self, status: str, headers: Headers, body: bytes | None, body_length: int | None = None
     ) -> tuple[h1.ResponsePlan, bytes | None]:
         """Plan the app's response head; an invalid head becomes a 500 (with its body)."""
         channel = self.channel
@@ -449,7 +458,7 @@ class Exchange:
                 self.head,
                 status,
                 headers,
-                body_length=None if body is None else len(body),
+                body_length=body_length if body is None else len(body),
                 date=channel.factory.date,
                 closing=closing,
             )
@@ -487,10 +496,10 @@ class Exchange:
         self.record.bytes_sent = len(body)
         self.end(keep_alive)
 
-    def start(self, status: str, headers: Headers) -> None:
+    def start(self, status: str, headers: Headers, body_length: int | None = None) -> None:
         if self.done:
             return
-        plan, body = self._plan(status, headers, None)
+        plan, body = self._plan(status, headers, None, body_length)
         if body is not None:
             self.respond(INVALID_HEAD_ANSWER[0], [("Connection", "close")], body)
             return
@@ -543,7 +552,7 @@ class Exchange:
         if self.done:
             file.close()
             return
-        self.start(status, headers)
+        self.start(status, headers, length)
         if self.plan is None or not self.plan.body_allowed or length == 0:
             file.close()
             self.finish()

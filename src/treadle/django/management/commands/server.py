@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django import get_version
@@ -85,17 +85,50 @@ class Command(BaseCommand):
             debug_level = treadle_debug_level(os.environ)
         except ConfigError as error:
             raise CommandError(str(error)) from None
-        configure_logging(config, explicit, access_routed=access_routed, debug_level=debug_level)
-        status = run_with_reload(config) if config.reload.reload else None
-        if status is None:
-            status = self.serve(config, options)
+
+        def setup_logging() -> None:
+            configure_logging(
+                config, explicit, access_routed=access_routed, debug_level=debug_level
+            )
+
+        reloading, no_reload = import_reload()
+        if reloading is not None and reloading.is_child():
+            config = reloading.adopt(config)  # listen on the reload parent's sockets
+        elif reloading is not None and config.reload.reload:
+            # The watching parent never imports the app: a broken app must not end it.
+            setup_logging()
+            # Django's own restart arguments: they handle manage.py, -m django, entry scripts.
+            child_argv = [str(arg) for arg in autoreload.get_child_arguments()]
+            watch_dirs = reloading.watch_dirs_for(settings.SETTINGS_MODULE)
+            status = reloading.run_with_reload(child_argv, config, watch_dirs=watch_dirs)
+            if status:
+                raise CommandError("could not start the reloader (see above)", returncode=status)
+            return
+        elif not config.reload.reload:
+            no_reload = None
+        status = self.serve(config, options, setup_logging, no_reload)
         if status:
             raise CommandError(
                 "treadle stopped with an error (see the log above)", returncode=status
             )
 
-    def serve(self, config: Config, options: Mapping[str, Any]) -> int:
-        """Checks, static mounts, middleware, the WSGI app, then serve until a signal."""
+    def serve(
+        self,
+        config: Config,
+        options: Mapping[str, Any],
+        setup_logging: Callable[[], None],
+        no_reload: str | None,
+    ) -> int:
+        """Middleware, the WSGI app, logging, static mounts, checks; then serve until a signal."""
+        middleware = list(settings.MIDDLEWARE)
+        if MIDDLEWARE not in middleware:
+            settings.MIDDLEWARE = [MIDDLEWARE, *middleware]
+        # basehttp's loader: request_started/finished fire, so DB connections are closed.
+        app = get_internal_wsgi_application()
+        # After the app: a wsgi.py calling django.setup() applies settings.LOGGING again.
+        setup_logging()
+        if no_reload:
+            log.warning("auto-reload is not available (%s): serving without it", no_reload)
         mounts = django_mounts(
             script_name=config.app.script_name,
             serve_static=options["use_static_handler"],
@@ -108,11 +141,6 @@ class Command(BaseCommand):
         self.check_migrations()
         for connection in connections.all(initialized_only=True):
             connection.close()  # opened by the migration check, in this (main) thread
-        middleware = list(settings.MIDDLEWARE)
-        if MIDDLEWARE not in middleware:
-            settings.MIDDLEWARE = [MIDDLEWARE, *middleware]
-        # basehttp's loader: request_started/finished fire, so DB connections are closed.
-        app = get_internal_wsgi_application()
         self.stdout.write(
             f"Django version {get_version()}, using settings {settings.SETTINGS_MODULE!r}\n"
             "Starting treadle; quit with CONTROL-C.\n"
@@ -168,19 +196,10 @@ def configure_logging(
         treadle_log.setLevel(debug_level)
 
 
-def run_with_reload(config: Config) -> int | None:
-    """In the watching parent: run this command as a child, restarted on changes.
-
-    None means "serve in this process": we are the child, or reload is unavailable.
-    """
+def import_reload() -> tuple[Any, str | None]:
+    """(treadle.reload, None), or (None, why) when it cannot be imported."""
     try:
-        from treadle.reload import is_child
-        from treadle.reload import run_with_reload as run_reloading
+        from treadle import reload
     except ImportError as error:
-        log.warning("auto-reload is not available (%s): serving without it", error)
-        return None
-    if is_child():
-        return None
-    # Django's own restart arguments: they handle manage.py, -m django and entry scripts.
-    child_argv = [str(arg) for arg in autoreload.get_child_arguments()]
-    return int(run_reloading(child_argv, config))
+        return None, str(error)
+    return reload, None

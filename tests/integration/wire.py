@@ -1,0 +1,64 @@
+"""Small raw-socket helpers for integration tests (no HTTP library in the way)."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+
+
+def connect(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection((host, port), timeout=timeout)
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send data, then read until the server closes (or timeout)."""
+    with connect(port, timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_until_close(sock, timeout)
+
+
+def read_until_close(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Reader:
+    """One buffered reader per socket, so pipelined responses read ahead are not lost."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.file = sock.makefile("rb")
+
+    def makefile(self, *args: object, **kwargs: object):  # noqa: ANN201
+        return self.file
+
+
+_readers: dict[int, _Reader] = {}
+
+
+def read_response(sock: socket.socket, method: str = "GET") -> http.client.HTTPResponse:
+    """Read exactly one response from a kept-alive socket."""
+    reader = _readers.get(id(sock))
+    if reader is None or reader.file.closed:
+        reader = _readers[id(sock)] = _Reader(sock)
+    response = http.client.HTTPResponse(reader, method=method)  # type: ignore[arg-type]
+    response.begin()
+    response.body = response.read()  # type: ignore[attr-defined]
+    return response
+
+
+def status_of(raw: bytes) -> int:
+    assert raw.startswith(b"HTTP/1."), raw[:200]
+    return int(raw[9:12])
