@@ -30,7 +30,7 @@ EXIT_USAGE = 2
 def add_setting_arguments(parser: argparse.ArgumentParser, exclude: Iterable[str] = ()) -> None:
     """One flag per setting; values stay raw strings (parsed by parse_value)."""
     skip = set(exclude)
-    for group_name, spec in iter_settings():
+    for _, spec in iter_settings():
         if spec.name in skip:
             continue
         meta = spec.metadata
@@ -82,7 +82,7 @@ def load_app(target: str, *, factory: bool = False) -> Any:
         if error.name and module_name.startswith(error.name):
             raise AppLoadError(f"module {module_name!r} not found") from None
         raise AppLoadError(f"importing {module_name!r} failed: {error}") from None
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - the user's module may raise anything
         raise AppLoadError(
             f"importing {module_name!r} failed: {type(error).__name__}: {error}"
         ) from None
@@ -97,7 +97,7 @@ def load_app(target: str, *, factory: bool = False) -> Any:
             raise AppLoadError(f"{target!r} is not callable, so it cannot be a --factory")
         try:
             obj = obj()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the user's factory may raise anything
             raise AppLoadError(
                 f"factory {target!r} failed: {type(error).__name__}: {error}"
             ) from None

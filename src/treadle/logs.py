@@ -59,4 +59,7 @@ def configure(config: Config, *, own_handlers: bool = True) -> None:
     if own_handlers and not twisted_logger.handlers:
         twisted_logger.handlers = logger.handlers
         twisted_logger.propagate = False
-    globalLogBeginner.beginLoggingTo([_twisted_observer], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [_twisted_observer],  # type: ignore[list-item]
+        redirectStandardIO=False,
+    )

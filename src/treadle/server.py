@@ -98,9 +98,7 @@ class Server:
     def _submit(self, exchange: Exchange) -> bool:
         """Reactor thread: hand a request to the pool (False when the queue is full)."""
         self.stats.begin(exchange.record)
-        if self.pool.submit(self.container.job(exchange)):
-            return True
-        return False
+        return self.pool.submit(self.container.job(exchange))
 
     def _finished(self, exchange: Exchange) -> None:
         """Reactor thread: a request ended (answered, aborted, or its client left)."""
@@ -121,7 +119,9 @@ class Server:
         blocking.install(self.reactor)
         self.deadlines.start()
         backlog = self.config.listen.backlog
-        endpoints = [listen.endpoint(self.reactor, bind, backlog) for bind in self.config.listen.bind]
+        endpoints = [
+            listen.endpoint(self.reactor, bind, backlog) for bind in self.config.listen.bind
+        ]
         for endpoint in endpoints:
             port = await endpoint.listen(self.factory)
             self.ports.append(port)

@@ -19,11 +19,10 @@ from treadle.server import Server
 class TreadleService(Service):
     """``TreadleService(app, threads=8, bind=["tcp:8080"])`` or with a Config."""
 
-    name = "treadle"
-
     def __init__(
         self, app: Any, config: Config | None = None, *, reactor: Any = None, **settings: Any
     ) -> None:
+        self.name = "treadle"  # type: ignore[assignment]
         self.app = app
         self.config = config.replace(**settings) if config else Config.from_settings(settings)
         self._reactor = reactor

@@ -1,4 +1,4 @@
-"""Large responses: a streamed one of ?mib=N MiB (default 1024), and a file through wsgi.file_wrapper."""
+"""Large responses: a stream of ?mib=N MiB (default 1024); a file through wsgi.file_wrapper."""
 
 import logging
 import os
@@ -11,8 +11,10 @@ log = logging.getLogger("treadle")
 def stream(environ, start_response):
     query = dict(p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if "=" in p)
     mib = int(query.get("mib", "1024"))
-    start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                              ("Content-Length", str(mib * len(CHUNK)))])
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(mib * len(CHUNK)))],
+    )
 
     def body():
         try:

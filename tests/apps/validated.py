@@ -7,8 +7,9 @@ def _echo(environ, start_response):
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     line = environ["wsgi.input"].readline()
     environ["wsgi.errors"].write("validated app ran\n")
-    start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(body) + len(line)))])
+    start_response(
+        "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body) + len(line)))]
+    )
     return [body + line]
 
 

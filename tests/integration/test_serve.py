@@ -1,4 +1,4 @@
-"""The real ``treadle serve`` in a subprocess: CLI behaviour, HTTP/1.1 on the wire, WSGI, shutdown."""
+"""The real ``treadle serve`` in a subprocess: the CLI, HTTP/1.1 on the wire, WSGI, shutdown."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ def test_a_bad_target_fails_before_binding_with_one_line_and_status_2(target, me
         port = probe.getsockname()[1]
     result = subprocess.run(
         treadle_command("serve", target, "--bind", f"tcp:{port}:interface=127.0.0.1"),
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -87,9 +90,7 @@ def test_http10_keep_alive(serve) -> None:
 
 def test_pipelined_requests_come_back_in_order(serve) -> None:
     server = serve("tests.apps.echo:app", "--threads", "4")
-    requests = b"".join(
-        b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % index for index in range(10)
-    )
+    requests = b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % index for index in range(10))
     with connect(server.port) as sock:
         sock.sendall(requests)
         paths = [json.loads(read_response(sock).body)["PATH_INFO"] for _ in range(10)]
@@ -143,7 +144,10 @@ def test_head_has_headers_but_no_body(serve) -> None:
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
-        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
         (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
@@ -152,7 +156,12 @@ def test_head_has_headers_but_no_body(serve) -> None:
         (b"GET / HTTP/1.1\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n", 431),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-%d: y\r\n" % i for i in range(101))
+            + b"\r\n",
+            431,
+        ),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 17000 + b"\r\n\r\n", 431),
         (b"GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505),
     ],

@@ -222,7 +222,8 @@ def test_chunked_request_body_is_buffered_and_given_a_content_length() -> None:
 
     h = Harness(app)
     h.send(
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     )
     assert seen == {"length": "5", "body": b"abcde"}
 

@@ -97,6 +97,8 @@ class HTTPFactory(Factory):
 class HTTPChannel(Protocol):
     """One HTTP/1.1 connection."""
 
+    transport: Any  # a tcp/unix/TLS transport; typed loosely for the direct-send path
+
     def __init__(self, factory: HTTPFactory) -> None:
         self.factory = factory
         self.parser = h1.H1Parser(factory.limits)
@@ -560,7 +562,9 @@ class Exchange:
         from treadle.static import FileProducer
 
         producer = FileProducer(file, offset, length if length is not None else -1)
-        producer.start(self).addCallbacks(lambda _: self.finish(), self._file_failed)
+        producer.start(self).addCallbacks(  # type: ignore[arg-type]
+            lambda _: self.finish(), self._file_failed
+        )
 
     def _file_failed(self, failure: Failure) -> None:
         if not self.done:

@@ -163,13 +163,13 @@ class WSGIJob:
                 record.cancel.reason or "client went away",
             )
             self.channel.abort("cancelled")
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the app boundary: 500 or abort, logged once
             self.fail()
         finally:
             if result is not None and hasattr(result, "close"):
                 try:
                     result.close()
-                except BaseException:
+                except BaseException:  # noqa: BLE001 - the app boundary: log, carry on
                     log.exception("request %d: the app's close() failed", record.request_id)
             set_current_request(None)
             exchange.body.close()
