@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from treadle.accesslog import AccessLog
 from treadle.config import Config
 from treadle.deadlines import Deadlines
 from treadle.dispatch import Dispatcher
+from treadle.hardcancel import HardCanceller
 from treadle.http.protocol import Exchange, HTTPFactory
 from treadle.pool import ThreadPool
 from treadle.stats import Stats
@@ -90,6 +92,12 @@ class Server:
             on_finished=self._finished,
         )
         self.factory.noisy = False
+        if config.timeouts.hard_cancel_after_s is not None:
+            canceller = HardCanceller(config.timeouts.hard_cancel_after_s)
+            running = self.container.running
+            self.deadlines.on_tick.append(
+                lambda _now: canceller.check(running, time.perf_counter())
+            )
         self.ports: list[Any] = []
         self.addresses: list[str] = []
         self._stopping = False

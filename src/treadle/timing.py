@@ -7,6 +7,7 @@ finished records; the in-flight list reads live ones. Times are time.perf_counte
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from treadle.cancel import CancelToken
@@ -26,8 +27,17 @@ class RequestRecord:
     waiting_on: str | None = None  # repr of what a pending treadle.wait waits on
     view: str | None = None  # Django view name, when known
     thread: str | None = None  # name of the app thread running it
+    thread_ident: int = 0  # threading.get_ident() of that thread, for a hard cancel
+    cancelled_at: float = 0.0  # when cancel() was first called
     status: int = 0
     bytes_sent: int = 0
+
+    def cancel_now(self, reason: str) -> bool:
+        """Set the cancel token, remembering when. Any thread; True if this call set it."""
+        if self.cancel.is_set():
+            return False
+        self.cancelled_at = time.perf_counter()
+        return self.cancel.set(reason)
 
     @property
     def queue_s(self) -> float:

@@ -37,6 +37,7 @@ BRIDGE = {
     "cancel",
     "timing",
     "stats",
+    "hardcancel",
 }
 
 FORBIDDEN = {

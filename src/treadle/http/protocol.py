@@ -93,7 +93,9 @@ class HTTPFactory(Factory):
                 channel.close()
 
 
-@implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
+# Not IHalfCloseableProtocol on purpose: a client's FIN while its request runs means
+# it went away (as nginx treats it), and the request is cancelled.
+@implementer(interfaces.IPushProducer)
 class HTTPChannel(Protocol):
     """One HTTP/1.1 connection."""
 
@@ -108,7 +110,6 @@ class HTTPChannel(Protocol):
         self.backlog: list[Event | ProtocolError] = []
         self.reading_paused = False
         self.producer_paused = False
-        self.read_closed = False
         self.local: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
         self.peer_text = "-"
@@ -140,17 +141,6 @@ class HTTPChannel(Protocol):
         current, self.current = self.current, None
         if current is not None:
             current.connection_lost()
-
-    def readConnectionLost(self) -> None:
-        """The client half-closed: finish what was asked, then close."""
-        self.read_closed = True
-        if self.state in (IDLE, CLOSED) and not self.backlog:
-            self.close()
-            return
-        self.receive(b"")
-
-    def writeConnectionLost(self) -> None:
-        self.close()
 
     def send(self, data: bytes) -> None:
         """Write to the client, trying the socket at once when nothing is queued.
@@ -244,11 +234,20 @@ class HTTPChannel(Protocol):
         if kind is RequestHead:
             self.begin(event)  # type: ignore[arg-type]
         elif kind is Data:
-            if self.current is not None:
-                self.current.body_data(event.data)  # type: ignore[union-attr]
+            current = self.current
+            if current is not None:
+                current.body_data(event.data)  # type: ignore[union-attr]
+                body_deadline = self.factory.deadlines.now + self.factory.timeouts.body_timeout_s
                 if self.state == BODY:
+                    self.deadline = body_deadline
+                elif current.streaming_body and not current.body_complete:
+                    # The app is reading this body as it arrives: it must keep coming.
+                    current.body_deadline = body_deadline
+                    request_deadline = current.request_deadline
                     self.deadline = (
-                        self.factory.deadlines.now + self.factory.timeouts.body_timeout_s
+                        body_deadline
+                        if request_deadline is None
+                        else min(body_deadline, request_deadline)
                     )
         elif kind is EndOfMessage:
             if self.current is not None:
@@ -262,9 +261,10 @@ class HTTPChannel(Protocol):
         if not head.has_body:
             exchange = Exchange(self, head, bodies.EMPTY_BODY, head.content_length or None)
             exchange.body_complete = True
-            self.state, self.deadline = APP, None
+            self.state = APP
             self.current = exchange
             exchange.dispatched = True
+            self.deadline = exchange.request_deadline = self.request_deadline()
             factory.dispatch(exchange)
         elif head.expect_continue:
             # RFC 9110 §10.1.1: answer 100 only when the app starts reading the body.
@@ -275,9 +275,9 @@ class HTTPChannel(Protocol):
             )
             exchange.streaming_body = True
             self.state = APP
-            self.deadline = None
             self.current = exchange
             exchange.dispatched = True
+            self.deadline = exchange.request_deadline = self.request_deadline()
             factory.dispatch(exchange)
         else:
             # The reactor reads the whole body (spooled past a threshold) before the app
@@ -309,6 +309,10 @@ class HTTPChannel(Protocol):
         self.send(h1.error_response(status, message, date=self.factory.date))
         self.close()
 
+    def request_deadline(self) -> float | None:
+        timeout = self.factory.timeouts.request_timeout_s
+        return None if timeout is None else self.factory.deadlines.now + timeout
+
     # -- deadlines --------------------------------------------------------------
 
     def deadline_passed(self) -> None:
@@ -318,6 +322,17 @@ class HTTPChannel(Protocol):
         elif state == HEAD:
             log.info("%s: 408 request head not received in time", self.peer_text)
             self.send_error(408, "Request Timeout: the request head took too long")
+        elif state == APP and self.current is not None:
+            current = self.current
+            body_deadline = current.body_deadline
+            if body_deadline is not None and not current.body_complete:
+                request_deadline = current.request_deadline
+                if request_deadline is None or body_deadline < request_deadline:
+                    log.info("%s: request body stopped arriving", self.peer_text)
+                    current.body_failed(TimeoutError("request body timeout"))
+                    self.deadline = request_deadline
+                    return
+            current.timed_out()
         elif state == BODY and self.current is not None:
             log.info("%s: 408 request body not received in time", self.peer_text)
             self.current.body_failed(TimeoutError("request body timeout"))
@@ -331,7 +346,7 @@ class HTTPChannel(Protocol):
         if self.current is not exchange:
             return
         self.current = None
-        if not keep_alive or self.factory.draining or self.read_closed and not self.backlog:
+        if not keep_alive or self.factory.draining:
             self.close()
             return
         self.state = IDLE
@@ -346,9 +361,6 @@ class HTTPChannel(Protocol):
             self.handle(event)
             if self.state == CLOSED:
                 return
-        if self.read_closed and self.current is None:
-            self.close()
-            return
         self.resume_reading()
 
 
@@ -379,6 +391,8 @@ class Exchange:
         "paused",
         "on_writable",
         "producer",
+        "request_deadline",
+        "body_deadline",
     )
 
     def __init__(
@@ -405,6 +419,8 @@ class Exchange:
         self.paused = channel.producer_paused
         self.on_writable: Callable[[], None] | None = None
         self.producer: Any = None
+        self.request_deadline: float | None = None
+        self.body_deadline: float | None = None
 
     # -- request body -----------------------------------------------------------
 
@@ -423,7 +439,8 @@ class Exchange:
         if not self.streaming_body and not self.done:
             self.content_length = self.body.length
             channel = self.channel
-            channel.state, channel.deadline = APP, None
+            channel.state = APP
+            channel.deadline = self.request_deadline = channel.request_deadline()
             self.dispatched = True
             channel.factory.dispatch(self)
 
@@ -433,6 +450,24 @@ class Exchange:
             self.body.fail(error)
         else:
             self.body.close()
+
+    def timed_out(self) -> None:
+        """The request ran past --request-timeout: cancel it; 504 if nothing was sent."""
+        record = self.record
+        log.warning(
+            "request %d %s %s timed out after %.1f s",
+            record.request_id,
+            record.method,
+            record.path,
+            self.channel.factory.timeouts.request_timeout_s or 0.0,
+        )
+        record.cancel_now("request timeout")
+        if self.streaming_body and not self.body_complete:
+            self.body.fail(RequestCancelled("request timeout"))
+        if self.plan is None:
+            self.send_error(504, "Gateway Timeout: the application took too long")
+        else:
+            self.abort("request timeout")
 
     def continue_from_thread(self) -> None:
         """Called in an app thread on its first read of the body."""
@@ -636,7 +671,7 @@ class Exchange:
         if not self.done:
             self.done = True
             self.record.finished_at = time.perf_counter()
-            self.record.cancel.set("client went away")
+            self.record.cancel_now("client went away")
             if self.body is not None:
                 if self.streaming_body:
                     self.body.fail(RequestCancelled("client went away"))

@@ -101,6 +101,9 @@ class WSGIContainer:
         self.script_name = script_name
         self.multiprocess = multiprocess
         self.errors = ErrorStream()
+        # Requests an app thread is running now (added and removed by those threads;
+        # read by the reactor for timeouts and hard cancels).
+        self.running: set[RequestRecord] = set()
 
     def job(self, exchange: Exchange) -> WSGIJob:
         """Called in the reactor thread for each request routed to the app."""
@@ -134,7 +137,10 @@ class WSGIJob:
         container = self.container
         record.started_at = time.perf_counter()
         record.thread = threading.current_thread().name
+        record.thread_ident = threading.get_ident()
         set_current_request(record)
+        running = container.running
+        running.add(record)
         result: Any = None
         try:
             environ = build_environ(
@@ -166,12 +172,14 @@ class WSGIJob:
         except BaseException:  # noqa: BLE001 - the app boundary: 500 or abort, logged once
             self.fail()
         finally:
+            record.thread_ident = 0  # no hard cancel once the app has returned
             if result is not None and hasattr(result, "close"):
                 try:
                     result.close()
                 except BaseException:  # noqa: BLE001 - the app boundary: log, carry on
                     log.exception("request %d: the app's close() failed", record.request_id)
             set_current_request(None)
+            running.discard(record)
             exchange.body.close()
 
     def fail(self) -> None:

@@ -1,0 +1,112 @@
+"""Cancellation through the real server: clients that leave, timeouts, hard cancels, the pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.integration.wire import connect, exchange, read_until_close, status_of
+
+
+def test_a_request_whose_client_left_while_queued_never_runs(serve) -> None:
+    server = serve("tests.apps.slow:app", "--threads", "1")
+    holder = threading.Thread(
+        target=exchange, args=(server.port, b"GET /hold?s=2 HTTP/1.1\r\nHost: x\r\n\r\n", 30)
+    )
+    holder.start()
+    server.wait_for_line("slow app start /hold")
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /gone?s=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    # The queued request's client is gone; once the thread frees up it must be dropped.
+    holder.join(30)
+    raw = exchange(server.port, b"GET /after?s=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(raw) == 200
+    server.wait_for_line("slow app start /after")
+    assert "slow app start /gone" not in server.output
+
+
+def test_a_running_request_sees_its_token_set_when_the_client_leaves(serve) -> None:
+    server = serve("tests.apps.cancel:polite")
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for_line("polite start /p")
+    line = server.wait_for_line("polite end /p")
+    assert "cancelled=True" in line
+
+
+def test_a_streaming_request_stops_when_the_client_leaves(serve) -> None:
+    server = serve("tests.apps.cancel:streaming")
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.recv(1024)
+    line = server.wait_for_line("streaming closed")
+    assert "cancelled=True" in line
+
+
+def test_request_timeout_answers_504_when_nothing_was_sent(serve) -> None:
+    server = serve("tests.apps.cancel:polite", "--request-timeout", "1")
+    started = time.monotonic()
+    raw = exchange(server.port, b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n", timeout=20)
+    assert status_of(raw) == 504
+    assert time.monotonic() - started < 5
+    assert "cancelled=True" in server.wait_for_line("polite end /t")
+
+
+def test_hard_cancel_interrupts_a_busy_loop_and_the_thread_comes_back(serve) -> None:
+    server = serve(
+        "tests.apps.cancel:busy",
+        "--threads",
+        "1",
+        "--request-timeout",
+        "1",
+        "--hard-cancel-after",
+        "1",
+    )
+    raw = exchange(server.port, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", timeout=20)
+    assert status_of(raw) == 504
+    assert "RequestCancelled" in server.wait_for_line("busy interrupted by")
+    # The only thread is back in the pool: the next request runs.
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for_line("busy start /again")
+
+
+def test_the_pool_keeps_every_thread_after_1000_cancelled_requests(serve) -> None:
+    server = serve("tests.apps.cancel:polite", "--threads", "4", "--max-queue", "2000")
+    for batch in range(10):
+        sockets = [connect(server.port) for _ in range(100)]
+        for index, sock in enumerate(sockets):
+            sock.sendall(b"GET /c%d-%d HTTP/1.1\r\nHost: x\r\n\r\n" % (batch, index))
+        for sock in sockets:
+            sock.close()
+    # polite waits on its token: these four stay running until their clients leave,
+    # so seeing all four start proves four threads are free at the same time.
+    holders = []
+    for index in range(4):
+        sock = connect(server.port, timeout=60)
+        sock.sendall(b"GET /final%d HTTP/1.1\r\nHost: x\r\n\r\n" % index)
+        holders.append(sock)
+    for index in range(4):
+        server.wait_for_line(f"polite start /final{index}", timeout=60)
+    for sock in holders:
+        sock.close()
+    assert server.proc.poll() is None
+
+
+def test_body_upload_that_stalls_after_continue_is_cut_off(serve) -> None:
+    server = serve("tests.apps.echo:app", "--body-timeout", "1")
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100")
+        sock.sendall(b"only a little")
+        started = time.monotonic()
+        raw = read_until_close(sock, timeout=15)
+    assert time.monotonic() - started < 8
+    assert raw == b"" or status_of(raw) >= 400
+    # The thread was released: the server still answers.
+    assert (
+        status_of(exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        == 200
+    )
