@@ -24,7 +24,9 @@ from treadle.errors import ConfigError
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]/]*)):(?P<port>\d+)$")
 _ENDPOINT = re.compile(r"^[a-z][a-z0-9]*:")
-_ADOPTED = re.compile(r"^fd:(?P<fd>\d+)(?::family=(?P<family>[A-Z0-9]+))?$")
+_ADOPTED = re.compile(
+    r"^fd:(?P<fd>\d+)(?::family=(?P<family>[A-Z0-9]+))?(?::backlog=(?P<backlog>\d+))?$"
+)
 FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
 
@@ -47,10 +49,10 @@ def normalize(bind: str) -> str:
     raise ConfigError(f"cannot understand --bind {bind!r}: use HOST:PORT or an endpoint string")
 
 
-def adopted_bind(fd: int, family: int) -> str:
+def adopted_bind(fd: int, family: int, backlog: int | None = None) -> str:
     """The bind string a child uses to listen on inherited ``fd`` (see ``endpoint``)."""
     names = {int(number): name for name, number in FAMILIES.items()}
-    return f"fd:{fd}:family={names[family]}"
+    return f"fd:{fd}:family={names[family]}" + ("" if backlog is None else f":backlog={backlog}")
 
 
 class _SharedUNIXPort(unix.Port):
@@ -64,10 +66,11 @@ class _SharedUNIXPort(unix.Port):
 class AdoptedEndpoint:
     """Listens on an inherited, already listening socket (``fd:N:family=...``)."""
 
-    def __init__(self, reactor: Any, fd: int, family: int) -> None:
+    def __init__(self, reactor: Any, fd: int, family: int, backlog: int = 2048) -> None:
         self.reactor = reactor
         self.fd = fd
         self.family = family
+        self.backlog = backlog
 
     def listen(self, factory: Any) -> defer.Deferred[Any]:
         if self.family != socket.AF_UNIX:
@@ -79,6 +82,7 @@ class AdoptedEndpoint:
             if path[:1] not in (b"\0", "\0"):  # not a Linux abstract-namespace socket
                 # startListening chmods the path to port.mode: keep the mode the parent set.
                 port.mode = stat.S_IMODE(os.stat(path).st_mode)
+            port.backlog = self.backlog  # unix.Port calls listen() again, even when adopted
             port.startListening()
             os.close(self.fd)
         except (OSError, CannotListenError):
@@ -101,7 +105,8 @@ def endpoint(reactor: Any, bind: str, backlog: int = 2048) -> Any:
         family = FAMILIES.get(adopted["family"] or "INET")
         if family is None:
             raise ConfigError(f"bad endpoint {description!r}: family is INET, INET6 or UNIX")
-        return AdoptedEndpoint(reactor, int(adopted["fd"]), family)
+        chosen = int(adopted["backlog"]) if adopted["backlog"] else backlog
+        return AdoptedEndpoint(reactor, int(adopted["fd"]), family, chosen)
     try:
         return serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as error:

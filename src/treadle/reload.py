@@ -107,10 +107,11 @@ class Held:
     sock: socket.socket
     address: str
     unix_path: str | None = None
+    backlog: int | None = None  # chosen by the bind itself (backlog=N), else the setting's
 
     @property
     def child_bind(self) -> str:
-        return listen.adopted_bind(self.sock.fileno(), self.sock.family)
+        return listen.adopted_bind(self.sock.fileno(), self.sock.family, self.backlog)
 
 
 def _split(description: str) -> tuple[str, list[str], dict[str, str]]:
@@ -135,10 +136,11 @@ def _split(description: str) -> tuple[str, list[str], dict[str, str]]:
     return parts[0], args, kwargs
 
 
-def hold(bind: str) -> Held | None:
+def hold(bind: str, default_backlog: int = 2048) -> Held | None:
     """Bind and listen for a tcp/tcp6/unix bind; None for kinds only the child can open."""
     kind, args, kwargs = _split(listen.normalize(bind))
-    backlog = int(kwargs.get("backlog", 50))  # Twisted's default backlog
+    chosen = int(kwargs["backlog"]) if "backlog" in kwargs else None
+    backlog = default_backlog if chosen is None else chosen
     if kind in ("tcp", "tcp6"):
         family = socket.AF_INET if kind == "tcp" else socket.AF_INET6
         port = int(kwargs.get("port", args[0] if args else 0))
@@ -154,7 +156,7 @@ def hold(bind: str) -> Held | None:
         host, real_port = sock.getsockname()[:2]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         address = f"http://{shown}:{real_port}"
-        return Held(sock, address)
+        return Held(sock, address, backlog=chosen)
     if kind == "unix":
         path = kwargs.get("address", args[0] if args else "")
         _remove_stale_socket(path)
@@ -166,7 +168,7 @@ def hold(bind: str) -> Held | None:
         except OSError:
             sock.close()
             raise
-        return Held(sock, f"unix:{path}", unix_path=path)
+        return Held(sock, f"unix:{path}", unix_path=path, backlog=chosen)
     return None
 
 
@@ -326,7 +328,7 @@ def run_with_reload(
     binds: list[str] = []
     try:
         for bind in config.listen.bind:
-            kept = hold(bind)
+            kept = hold(bind, config.listen.backlog)
             if kept is None:
                 log.info("reload keeps no socket for %s: each worker binds it itself", bind)
                 binds.append(bind)

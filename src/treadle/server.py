@@ -173,8 +173,22 @@ class Server:
             drained.callback(None)
 
 
+def raise_open_file_limit() -> None:
+    """Each connection is a descriptor: lift the soft limit to the hard one (often 1024 -> more)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ImportError, ValueError, OSError) as error:
+        log.debug("could not raise the open-file limit: %s", error)
+
+
 def run(app: WSGIApp, config: Config, *, mounts: Sequence[Any] = (), reactor: Any = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status. Main thread."""
+    raise_open_file_limit()
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 

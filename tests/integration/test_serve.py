@@ -403,3 +403,18 @@ def test_python_api_serve(tmp_path) -> None:
     finally:
         if server.proc.poll() is None:
             server.proc.kill()
+
+
+def test_access_log_has_the_combined_format_and_duration(serve, tmp_path) -> None:
+    log_path = tmp_path / "access.log"
+    server = serve("tests.apps.hello:app", "--access-log", str(log_path))
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    conn.request("GET", "/x?y=1", headers={"User-Agent": "probe/1", "Referer": "http://r/"})
+    conn.getresponse().read()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not log_path.read_text().strip():
+        time.sleep(0.05)  # polling a file the server writes, with a deadline
+    line = log_path.read_text().strip()
+    assert line.startswith("127.0.0.1 - - [")
+    assert '"GET /x?y=1 HTTP/1.1" 200 14 "http://r/" "probe/1" ' in line
+    assert int(line.rsplit(" ", 1)[1]) > 0  # duration in microseconds
