@@ -206,8 +206,9 @@ def watch_dirs_for(target: str) -> list[Path]:
             dirs.extend(Path(location) for location in spec.submodule_search_locations)
         elif spec.origin and spec.has_location:
             dirs.append(Path(spec.origin).parent)
+    # A target installed in the environment is not the project: do not watch site-packages.
     installed = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    return [d for d in dirs if d == dirs[0] or not installed & {*d.resolve().parents, d}]
+    return [d for d in dirs if d == dirs[0] or not installed & {d.resolve(), *d.resolve().parents}]
 
 
 def _roots(dirs: Iterable[Path]) -> list[Path]:
@@ -278,8 +279,9 @@ def _shown(paths: Sequence[str]) -> str:
 class Worker:
     """The current child process; it is restarted, never reused."""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str], fds: Sequence[int],
-                 stop_timeout_s: float) -> None:  # fmt: skip
+    def __init__(
+        self, argv: Sequence[str], env: dict[str, str], fds: Sequence[int], stop_timeout_s: float
+    ) -> None:
         self.argv = list(argv)
         self.env = env
         self.fds = tuple(fds)
@@ -311,10 +313,14 @@ class Worker:
         try:
             proc.wait(self.stop_timeout_s)
         except subprocess.TimeoutExpired:
-            log.warning("reload: worker %d did not stop in %.0f s; killing it", proc.pid,
-                        self.stop_timeout_s)  # fmt: skip
-            proc.kill()
+            log.warning("reload: worker %d did not stop in time; killing it", proc.pid)
+            self.kill()
             proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self._expected.add(self.proc.pid)
+            self.proc.kill()
 
 
 def run_with_reload(
@@ -347,6 +353,8 @@ def run_with_reload(
     received: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: do not wait for the graceful stop
+            worker.kill()
         received.append(signum)
         stop.set()  # the watch loop sees it within one step (50 ms)
 

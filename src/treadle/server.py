@@ -76,7 +76,10 @@ class Server:
         if all_mounts:
             from treadle.static import StaticFiles
 
-            static = StaticFiles(all_mounts, script_name=config.app.script_name)
+            # Files up to 128 KiB are served from memory in one write.
+            static = StaticFiles(
+                all_mounts, script_name=config.app.script_name, inline_max_bytes=128 * 1024
+            )
         self.dispatcher = Dispatcher(
             submit=self._submit, script_name=config.app.script_name, static=static
         )

@@ -33,6 +33,8 @@ log = logging.getLogger("treadle")
 
 INVALID_HEAD_ANSWER = ("500 Internal Server Error", b"Internal Server Error\n")
 
+SEND_LIMIT_BYTES = 4 * 1024 * 1024
+
 IDLE, HEAD, BODY, APP, CLOSED = "idle", "head", "body", "app", "closed"
 
 Headers = list[tuple[str, str]]
@@ -128,6 +130,10 @@ class HTTPChannel(Protocol):
         self.peer_text = describe_address(peer)
         # Plain TCP/UNIX transports can take a direct send (see send()); TLS cannot.
         self.direct = isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False)
+        if self.direct:
+            # Twisted sends at most 128 KiB per syscall and loop turn; a 1 MiB response
+            # then takes eight turns. The kernel takes far more at once on loopback/LAN.
+            transport.SEND_LIMIT = SEND_LIMIT_BYTES
         transport.registerProducer(self, True)
         if factory.draining:
             self.close()
