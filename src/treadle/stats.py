@@ -147,15 +147,16 @@ class Stats:
     def inflight(self) -> list[dict[str, Any]]:
         """Live requests, oldest first.
 
-        Each: ``method``, ``path``, ``elapsed_s`` (since queued), ``state`` (``"queued"`` or
-        ``"running"``), ``thread``, ``waiting_on`` (what a pending treadle.wait waits on, or
-        None) and ``view``. Called in any thread.
+        Each: ``request_id``, ``method``, ``path``, ``elapsed_s`` (since queued), ``state``
+        (``"queued"`` or ``"running"``), ``thread``, ``waiting_on`` (what a pending
+        treadle.wait waits on, or None) and ``view``. Called in any thread.
         """
         with self._lock:
             records = list(self._inflight)
         now = self._clock()
         return [
             {
+                "request_id": record.request_id,
                 "method": record.method,
                 "path": record.path,
                 "elapsed_s": max(now - record.queued_at, 0.0),

@@ -168,8 +168,8 @@ def test_views_past_the_limit_are_folded_into_one() -> None:
 def test_inflight_lists_queued_and_running_requests_oldest_first() -> None:
     clock = Clock(now=1000.0)
     stats = Stats(clock=clock)
-    first = RequestRecord("POST", "/upload", queued_at=990.0)
-    second = RequestRecord("GET", "/report", queued_at=999.5)
+    first = RequestRecord("POST", "/upload", queued_at=990.0, request_id=7)
+    second = RequestRecord("GET", "/report", queued_at=999.5, request_id=8)
     stats.begin(first)
     stats.begin(second)
     first.started_at, first.thread, first.view = 991.0, "treadle-3", "files.upload"
@@ -178,6 +178,7 @@ def test_inflight_lists_queued_and_running_requests_oldest_first() -> None:
     listing = stats.inflight()
     assert listing == [
         {
+            "request_id": 7,
             "method": "POST",
             "path": "/upload",
             "elapsed_s": pytest.approx(10.0),
@@ -187,6 +188,7 @@ def test_inflight_lists_queued_and_running_requests_oldest_first() -> None:
             "view": "files.upload",
         },
         {
+            "request_id": 8,
             "method": "GET",
             "path": "/report",
             "elapsed_s": pytest.approx(0.5),
