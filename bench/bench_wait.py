@@ -41,6 +41,15 @@ def _treadle() -> object:
     return blocking.wait(defer.succeed(1))
 
 
+def _treadle_round_trip() -> object:
+    # A callable runs in the reactor thread: a real round trip, like blockingCallFromThread.
+    return blocking.wait(_succeed_one)
+
+
+def _succeed_one() -> defer.Deferred[int]:
+    return defer.succeed(1)
+
+
 def _twisted() -> object:
     return blockingCallFromThread(reactor, defer.succeed, 1)
 
@@ -61,6 +70,7 @@ def _floor() -> object:
 TREADLE = "treadle.wait(defer.succeed(1))"
 METHODS: dict[str, Callable[[], object]] = {
     TREADLE: _treadle,
+    "treadle.wait(callable returning defer.succeed(1)): round trip": _treadle_round_trip,
     "blockingCallFromThread(reactor, defer.succeed, 1)": _twisted,
     "crochet @wait_for(timeout=10)": _crochet,
     "floor: callFromThread(lock.release)": _floor,
