@@ -110,3 +110,24 @@ def test_body_upload_that_stalls_after_continue_is_cut_off(serve) -> None:
         status_of(exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
         == 200
     )
+
+
+def test_timings_add_up(serve, tmp_path) -> None:
+    log_path = tmp_path / "access.log"
+    server = serve(
+        "tests.apps.waiting:app",
+        "--access-log", str(log_path),
+        "--access-log-format", "%(queue_us)s %(service_us)s %(wait_us)s %(wait_count)s %(D)s",
+    )
+    raw = exchange(server.port, b"GET /?s=0.2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.endswith(b"slept\n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not log_path.read_text().strip():
+        time.sleep(0.05)  # polling a file the server writes, with a deadline
+    queue_us, service_us, wait_us, wait_count, total_us = map(
+        int, log_path.read_text().split()
+    )
+    assert wait_count == 1
+    assert 200_000 <= wait_us <= service_us  # waited at least the 0.2 s it asked for
+    assert service_us + queue_us <= total_us
+    assert total_us - (service_us + queue_us) < 50_000  # the rest is sending the answer
