@@ -15,3 +15,61 @@ def app(environ, start_response):
     body = treadle.wait(lambda: _sleep(seconds), timeout=10)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body + b"\n"]
+
+
+class _Body:
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        import logging
+
+        logging.getLogger("treadle").warning("forever body closed")
+
+
+def forever(environ, start_response):
+    import logging
+
+    from twisted.internet import defer
+
+    log = logging.getLogger("treadle")
+
+    def never():
+        return defer.Deferred(lambda d: log.warning("forever deferred cancelled"))
+
+    log.warning("forever waiting")
+    try:
+        treadle.wait(never)
+    except treadle.RequestCancelled:
+        log.warning("forever got RequestCancelled")
+        raise
+    start_response("200 OK", [])
+    return _Body([b"unreachable"])
+
+
+class _WaitingBody:
+    """Yields one chunk, then waits on the reactor forever inside the iteration."""
+
+    def __iter__(self):
+        import logging
+
+        from twisted.internet import defer
+
+        log = logging.getLogger("treadle")
+        yield b"first\n"
+        log.warning("stream waiting")
+        treadle.wait(lambda: defer.Deferred(lambda d: log.warning("stream deferred cancelled")))
+        yield b"unreachable\n"
+
+    def close(self):
+        import logging
+
+        logging.getLogger("treadle").warning("stream body closed")
+
+
+def forever_stream(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _WaitingBody()

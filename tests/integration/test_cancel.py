@@ -131,3 +131,23 @@ def test_timings_add_up(serve, tmp_path) -> None:
     assert 200_000 <= wait_us <= service_us  # waited at least the 0.2 s it asked for
     assert service_us + queue_us <= total_us
     assert total_us - (service_us + queue_us) < 50_000  # the rest is sending the answer
+
+
+def test_a_wait_is_interrupted_when_the_client_leaves(serve) -> None:
+    server = serve("tests.apps.waiting:forever")
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for_line("forever waiting")
+    server.wait_for_line("forever deferred cancelled")
+    server.wait_for_line("forever got RequestCancelled")
+    # The pool thread is free again and the server answers.
+    server.wait_for_line("cancelled: client went away")
+
+
+def test_a_wait_inside_a_streamed_body_is_cancelled_and_close_is_called(serve) -> None:
+    server = serve("tests.apps.waiting:forever_stream")
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for_line("stream waiting")
+    server.wait_for_line("stream deferred cancelled")
+    server.wait_for_line("stream body closed")
