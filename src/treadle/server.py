@@ -95,6 +95,7 @@ class Server:
             on_finished=self._finished,
         )
         self.factory.noisy = False
+        self.factory.on_quiet = self._check_drained
         if config.timeouts.hard_cancel_after_s is not None:
             canceller = HardCanceller(config.timeouts.hard_cancel_after_s)
             running = self.container.running
@@ -117,12 +118,16 @@ class Server:
             self.stats.finish(exchange.record)
         if self.access_log is not None:
             self.access_log(exchange)
+        self._check_drained()
+
+    def busy(self) -> bool:
+        return not self.factory.quiet()
+
+    def _check_drained(self) -> None:
+        """Reactor thread: during a graceful stop, continue once nothing is in flight."""
         if self._drained is not None and not self.busy():
             drained, self._drained = self._drained, None
             drained.callback(None)
-
-    def busy(self) -> bool:
-        return any(channel.current is not None for channel in self.factory.connections)
 
     async def start(self) -> list[str]:
         """Start threads and listeners; returns the addresses (reactor thread)."""

@@ -38,6 +38,7 @@ def forever(environ, start_response):
     log = logging.getLogger("treadle")
 
     def never():
+        log.warning("forever deferred created")
         return defer.Deferred(lambda d: log.warning("forever deferred cancelled"))
 
     log.warning("forever waiting")
@@ -60,8 +61,11 @@ class _WaitingBody:
 
         log = logging.getLogger("treadle")
         yield b"first\n"
-        log.warning("stream waiting")
-        treadle.wait(lambda: defer.Deferred(lambda d: log.warning("stream deferred cancelled")))
+        def never():
+            log.warning("stream deferred created")
+            return defer.Deferred(lambda d: log.warning("stream deferred cancelled"))
+
+        treadle.wait(never)
         yield b"unreachable\n"
 
     def close(self):

@@ -116,17 +116,17 @@ def test_timings_add_up(serve, tmp_path) -> None:
     log_path = tmp_path / "access.log"
     server = serve(
         "tests.apps.waiting:app",
-        "--access-log", str(log_path),
-        "--access-log-format", "%(queue_us)s %(service_us)s %(wait_us)s %(wait_count)s %(D)s",
+        "--access-log",
+        str(log_path),
+        "--access-log-format",
+        "%(queue_us)s %(service_us)s %(wait_us)s %(wait_count)s %(D)s",
     )
     raw = exchange(server.port, b"GET /?s=0.2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert raw.endswith(b"slept\n")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not log_path.read_text().strip():
         time.sleep(0.05)  # polling a file the server writes, with a deadline
-    queue_us, service_us, wait_us, wait_count, total_us = map(
-        int, log_path.read_text().split()
-    )
+    queue_us, service_us, wait_us, wait_count, total_us = map(int, log_path.read_text().split())
     assert wait_count == 1
     assert 200_000 <= wait_us <= service_us  # waited at least the 0.2 s it asked for
     assert service_us + queue_us <= total_us
@@ -137,7 +137,7 @@ def test_a_wait_is_interrupted_when_the_client_leaves(serve) -> None:
     server = serve("tests.apps.waiting:forever")
     with connect(server.port) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        server.wait_for_line("forever waiting")
+        server.wait_for_line("forever deferred created")
     server.wait_for_line("forever deferred cancelled")
     server.wait_for_line("forever got RequestCancelled")
     # The pool thread is free again and the server answers.
@@ -148,6 +148,6 @@ def test_a_wait_inside_a_streamed_body_is_cancelled_and_close_is_called(serve) -
     server = serve("tests.apps.waiting:forever_stream")
     with connect(server.port) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        server.wait_for_line("stream waiting")
+        server.wait_for_line("stream deferred created")
     server.wait_for_line("stream deferred cancelled")
     server.wait_for_line("stream body closed")

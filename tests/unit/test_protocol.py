@@ -258,7 +258,12 @@ def test_streamed_response_waits_while_the_transport_is_paused() -> None:
 def test_draining_closes_idle_connections_and_answers_busy_ones_with_close() -> None:
     busy = Harness(run_inline=False)
     idle_transport = StringTransport()
-    busy.factory.buildProtocol(None).makeConnection(idle_transport)
+    idle = busy.factory.buildProtocol(None)
+    idle.makeConnection(idle_transport)
+    idle.dataReceived(GET)
+    busy.held.pop().run()  # the idle connection has served a request
+    fresh_transport = StringTransport()
+    busy.factory.buildProtocol(None).makeConnection(fresh_transport)
     busy.send(GET)
     busy.factory.drain()
     assert idle_transport.disconnecting
@@ -267,6 +272,10 @@ def test_draining_closes_idle_connections_and_answers_busy_ones_with_close() -> 
     out = busy.take()
     assert b"Connection: close" in out
     assert busy.closed
+    # A connection that has not sent its first request yet gets a short grace.
+    assert not fresh_transport.disconnecting
+    busy.advance(3)
+    assert fresh_transport.disconnecting
 
 
 def test_head_response_has_no_body() -> None:

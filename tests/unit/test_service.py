@@ -35,9 +35,7 @@ def test_construction_starts_no_threads_and_binds_nothing() -> None:
 def test_start_listens_and_starts_the_pool_then_stop_joins_it() -> None:
     reactor = Reactor()
     before = len(pool_threads())
-    service = TreadleService(
-        app, reactor=reactor, threads=3, bind=["tcp:8123:interface=127.0.0.1"]
-    )
+    service = TreadleService(app, reactor=reactor, threads=3, bind=["tcp:8123:interface=127.0.0.1"])
     parent = MultiService()
     service.setServiceParent(parent)
     parent.startService()

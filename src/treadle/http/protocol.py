@@ -34,6 +34,7 @@ log = logging.getLogger("treadle")
 INVALID_HEAD_ANSWER = ("500 Internal Server Error", b"Internal Server Error\n")
 
 SEND_LIMIT_BYTES = 4 * 1024 * 1024
+FIRST_REQUEST_GRACE_S = 2.0
 
 IDLE, HEAD, BODY, APP, CLOSED = "idle", "head", "body", "app", "closed"
 
@@ -80,6 +81,7 @@ class HTTPFactory(Factory):
         self.scheme = scheme
         self.connections: set[HTTPChannel] = set()
         self.draining = False
+        self.on_quiet: Callable[[], None] | None = None  # a connection ended or went idle
 
     def _tick(self, now: float) -> None:
         self.date = h1.http_date(now)
@@ -88,11 +90,28 @@ class HTTPFactory(Factory):
         return HTTPChannel(self)
 
     def drain(self) -> None:
-        """Stop keeping connections alive: idle ones close now, busy ones after their response."""
+        """Stop keeping connections alive: idle ones close now, busy ones after their response.
+
+        A connection accepted just before the drain that has not sent its first request yet
+        gets a short grace to send it (it will be answered with Connection: close), so a
+        client racing a restart does not see its fresh connection dropped.
+        """
         self.draining = True
+        grace_deadline = self.deadlines.now + FIRST_REQUEST_GRACE_S
         for channel in list(self.connections):
-            if channel.state in (IDLE, CLOSED):
+            if channel.state == IDLE and not channel.served:
+                channel.deadline = min(channel.deadline or grace_deadline, grace_deadline)
+            elif channel.state in (IDLE, CLOSED):
                 channel.close()
+
+    def quiet(self) -> bool:
+        """True when no connection has a request in hand or on its way."""
+        return not any(
+            channel.current is not None
+            or channel.state in (HEAD, BODY)
+            or (channel.state == IDLE and not channel.served)
+            for channel in self.connections
+        )
 
 
 # Not IHalfCloseableProtocol on purpose: a client's FIN while its request runs means
@@ -111,6 +130,7 @@ class HTTPChannel(Protocol):
         self.current: Exchange | None = None
         self.backlog: list[Event | ProtocolError] = []
         self.reading_paused = False
+        self.served = 0  # responses completed on this connection
         self.producer_paused = False
         self.local: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
@@ -147,6 +167,8 @@ class HTTPChannel(Protocol):
         current, self.current = self.current, None
         if current is not None:
             current.connection_lost()
+        if self.factory.on_quiet is not None:
+            self.factory.on_quiet()
 
     def send(self, data: bytes) -> None:
         """Write to the client, trying the socket at once when nothing is queued.
@@ -352,6 +374,7 @@ class HTTPChannel(Protocol):
         if self.current is not exchange:
             return
         self.current = None
+        self.served += 1
         if not keep_alive or self.factory.draining:
             self.close()
             return
@@ -670,8 +693,10 @@ class Exchange:
         self.record.finished_at = time.perf_counter()
         if not self.body_complete:
             keep_alive = False  # RFC 9112 §9.3: unread body bytes would be misread as a request
-        self.finished()
+        # The connection is idle (or closing) before anyone is told the request ended,
+        # so a graceful stop waiting on it sees it finished.
         self.channel.exchange_done(self, keep_alive)
+        self.finished()
 
     def connection_lost(self) -> None:
         if not self.done:
