@@ -64,16 +64,47 @@ class _Aggregate:
         self.counts = [0] * len(HISTOGRAMS)
 
     def add(
-        self, status: str, bytes_sent: int, waits: int, observed: list[tuple[int, float]]
+        self,
+        status: str,
+        bytes_sent: int,
+        waits: int,
+        queue_s: float,
+        service_s: float | None,
+        wait_s: float,
+        total_s: float,
     ) -> None:
+        """One finished request; service_s None when no app thread ran it (hot path)."""
         self.count += 1
         self.status[status] += 1
         self.bytes_sent += bytes_sent
         self.wait_count += waits
-        for which, seconds in observed:
-            self.buckets[which][bisect_left(BUCKET_BOUNDS_S, seconds)] += 1
-            self.sums[which] += seconds
-            self.counts[which] += 1
+        buckets, sums, counts = self.buckets, self.sums, self.counts
+        buckets[0][bisect_left(BUCKET_BOUNDS_S, queue_s)] += 1
+        sums[0] += queue_s
+        counts[0] += 1
+        buckets[3][bisect_left(BUCKET_BOUNDS_S, total_s)] += 1
+        sums[3] += total_s
+        counts[3] += 1
+        if service_s is not None:
+            buckets[1][bisect_left(BUCKET_BOUNDS_S, service_s)] += 1
+            sums[1] += service_s
+            counts[1] += 1
+            buckets[2][bisect_left(BUCKET_BOUNDS_S, wait_s)] += 1
+            sums[2] += wait_s
+            counts[2] += 1
+
+    def merge(self, other: _Aggregate) -> None:
+        self.count += other.count
+        for key, value in other.status.items():
+            self.status[key] += value
+        self.bytes_sent += other.bytes_sent
+        self.wait_count += other.wait_count
+        for which in range(len(HISTOGRAMS)):
+            self.sums[which] += other.sums[which]
+            self.counts[which] += other.counts[which]
+            mine = self.buckets[which]
+            for index, value in enumerate(other.buckets[which]):
+                mine[index] += value
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -103,7 +134,6 @@ class Stats:
         self._clock = clock
         self._lock = threading.Lock()
         self._inflight: dict[RequestRecord, None] = {}  # insertion order = oldest first
-        self._totals = _Aggregate()
         self._views: dict[str, _Aggregate] = {}
 
     def begin(self, record: RequestRecord) -> None:
@@ -122,27 +152,38 @@ class Stats:
         finished_at = record.finished_at or self._clock()
         started_at = record.started_at
         queued_at = record.queued_at
+        total_s = finished_at - queued_at
+        if total_s < 0.0:
+            total_s = 0.0
         if started_at:
-            observed = [
-                (0, max(started_at - queued_at, 0.0)),
-                (1, max(finished_at - started_at, 0.0)),
-                (2, record.wait_s),
-                (3, max(finished_at - queued_at, 0.0)),
-            ]
+            queue_s = started_at - queued_at
+            service_s: float | None = finished_at - started_at
+            if queue_s < 0.0:
+                queue_s = 0.0
+            if service_s < 0.0:  # type: ignore[operator]
+                service_s = 0.0
         else:
-            queued_for = max(finished_at - queued_at, 0.0)
-            observed = [(0, queued_for), (3, queued_for)]
+            queue_s, service_s = total_s, None
         status = status_class(record.status)
         view = record.view or NO_VIEW
         with self._lock:
             self._inflight.pop(record, None)
-            self._totals.add(status, record.bytes_sent, record.wait_count, observed)
+            # Totals are the sum of the views, computed by snapshot(): one aggregate
+            # per request keeps this cheap.
             aggregate = self._views.get(view)
             if aggregate is None:
                 if len(self._views) >= MAX_VIEWS:
                     view = OTHER_VIEWS
                 aggregate = self._views.setdefault(view, _Aggregate())
-            aggregate.add(status, record.bytes_sent, record.wait_count, observed)
+            aggregate.add(
+                status,
+                record.bytes_sent,
+                record.wait_count,
+                queue_s,
+                service_s,
+                record.wait_s,
+                total_s,
+            )
 
     def inflight(self) -> list[dict[str, Any]]:
         """Live requests, oldest first.
@@ -182,7 +223,10 @@ class Stats:
         with self._lock:
             running = sum(1 for record in self._inflight if record.started_at)
             queued = len(self._inflight) - running
-            totals = self._totals.to_dict()
+            total = _Aggregate()
+            for aggregate in self._views.values():
+                total.merge(aggregate)
+            totals = total.to_dict()
             views = {name: aggregate.to_dict() for name, aggregate in self._views.items()}
         return {
             "bucket_bounds_s": list(BUCKET_BOUNDS_S),
