@@ -47,6 +47,20 @@ class Outbox:
             self._armed = True
             self._call_from_thread(self._drain)
 
+    def later(self, f: Callable[..., Any], *args: Any) -> None:
+        """Queue a call without waking the reactor; the caller promises a flush() soon.
+
+        Called in an app thread for a whole response: the job ends right after, and
+        waking the reactor then (not mid-job) saves a GIL hand-off back and forth.
+        """
+        self._calls.append((f, args))
+
+    def flush(self) -> None:
+        """Wake the reactor for calls queued with later(). Called in any thread."""
+        if self._calls and not self._armed:
+            self._armed = True
+            self._call_from_thread(self._drain)
+
     def _drain(self) -> None:
         """Called in the reactor thread."""
         self._armed = False
@@ -91,6 +105,7 @@ class ResponseChannel:
 
     __slots__ = (
         "_call",
+        "_call_later",
         "_sink",
         "_cancel",
         "_high_water",
@@ -112,8 +127,11 @@ class ResponseChannel:
         sink: ResponseSink,
         cancel: CancelToken,
         high_water_bytes: int = 256 * 1024,
+        call_later: Callable[..., Any] | None = None,
     ) -> None:
         self._call = call_from_thread
+        # For the last call of a job (a whole response): queued, woken at the job's end.
+        self._call_later = call_later or call_from_thread
         self._sink = sink
         self._cancel = cancel
         self._high_water = high_water_bytes
@@ -135,7 +153,7 @@ class ResponseChannel:
     def respond(self, status: str, headers: Headers, body: bytes) -> None:
         """Called in an app thread: the whole response in one crossing."""
         if not self._cancel.is_set():
-            self._call(self._sink.respond, status, headers, body)
+            self._call_later(self._sink.respond, status, headers, body)
 
     def send_file(
         self, status: str, headers: Headers, file: BinaryIO, offset: int, length: int | None
@@ -144,7 +162,7 @@ class ResponseChannel:
         if self._cancel.is_set():
             file.close()
             return
-        self._call(self._sink.send_file, status, headers, file, offset, length)
+        self._call_later(self._sink.send_file, status, headers, file, offset, length)
 
     def abort(self, reason: str) -> None:
         """Called in an app thread: the app failed after the head was sent."""

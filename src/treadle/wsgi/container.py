@@ -98,6 +98,9 @@ class WSGIContainer:
     ) -> None:
         self.app = app
         self.call_from_thread = call_from_thread
+        # An Outbox lets a whole response wait for the job's end to wake the reactor.
+        self.call_later: Callable[..., Any] = getattr(call_from_thread, "later", call_from_thread)
+        self.flush: Callable[[], None] | None = getattr(call_from_thread, "flush", None)
         self.script_name = script_name
         self.multiprocess = multiprocess
         self.errors = ErrorStream()
@@ -120,7 +123,12 @@ class WSGIJob:
         self.container = container
         self.exchange = exchange
         self.record = exchange.record
-        self.channel = ResponseChannel(container.call_from_thread, exchange, exchange.record.cancel)
+        self.channel = ResponseChannel(
+            container.call_from_thread,
+            exchange,
+            exchange.record.cancel,
+            call_later=container.call_later,
+        )
         self.status: str | None = None
         self.headers: Headers = []
         self.head_sent = False
@@ -181,6 +189,8 @@ class WSGIJob:
             set_current_request(None)
             running.discard(record)
             exchange.body.close()
+            if container.flush is not None:
+                container.flush()
 
     def fail(self) -> None:
         """Called in an app thread with the app's exception being handled."""
