@@ -102,21 +102,23 @@ class ThreadPool:
 
     def submit(self, job: Job) -> bool:
         """Called in the reactor thread. False when the queue is full: answer 503."""
-        with self._lock:
-            # Jobs that sleeping threads are about to take do not count as waiting.
-            if len(self._jobs) >= self.max_queue + len(self._sleepers) + self._waking:
-                return False
-            self._jobs.append(job)
-            if self._schedule is not None:
-                if self._wake_scheduled:
-                    return True
-                self._wake_scheduled = True
-                sleeper = None
-            else:
+        jobs = self._jobs
+        # Jobs that sleeping threads are about to take do not count as waiting.
+        if len(jobs) >= self.max_queue + len(self._sleepers) + self._waking:
+            return False
+        if self._schedule is None:
+            with self._lock:
+                jobs.append(job)
                 sleeper = self._wake_one()
-        if sleeper is not None:
-            sleeper.lock.release()
-        elif self._schedule is not None:
+            if sleeper is not None:
+                sleeper.lock.release()
+            return True
+        # No lock on the hot path: deque.append is atomic, and the wake-up scheduled
+        # below runs (under the lock) after every append of this turn, so a thread
+        # that went to sleep just before is found and woken.
+        jobs.append(job)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
             self._schedule(self._scheduled_wake)
         return True
 
@@ -152,26 +154,30 @@ class ThreadPool:
         me = _Sleeper()
         lock = self._lock
         jobs = self._jobs
-        woken = False
+        popleft = jobs.popleft
         while True:
             try:
-                with lock:
-                    if woken:
-                        self._waking -= 1
-                        woken = False
-                    if jobs:
-                        job = jobs.popleft()
-                        # More waiting than this thread can take: pass the wake-up on.
-                        other = self._wake_one() if jobs else None
-                    else:
-                        self._sleepers.append(me)
-                        job = other = None
-                if other is not None:
-                    other.lock.release()
+                try:
+                    job = popleft()  # atomic: no lock while work is waiting
+                except IndexError:
+                    job = None
                 if job is None:
-                    me.lock.acquire()
-                    woken = True
-                    continue
+                    with lock:
+                        try:
+                            job = popleft()
+                        except IndexError:
+                            self._sleepers.append(me)
+                    if job is None:
+                        me.lock.acquire()
+                        with lock:
+                            self._waking -= 1
+                        continue
+                if jobs and self._sleepers and not self._waking:
+                    # More waiting than this thread can take: pass a wake-up on.
+                    with lock:
+                        other = self._wake_one()
+                    if other is not None:
+                        other.lock.release()
                 if job is _STOP:
                     return
                 if job.record.cancel.is_set():
