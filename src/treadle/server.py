@@ -24,7 +24,8 @@ from treadle.config import Config
 from treadle.deadlines import Deadlines
 from treadle.dispatch import Dispatcher
 from treadle.hardcancel import HardCanceller
-from treadle.http.protocol import Exchange, HTTPFactory
+from treadle.http.exchange import Exchange
+from treadle.http.protocol import HTTPFactory
 from treadle.pool import ThreadPool
 from treadle.stats import Stats
 from treadle.wsgi import body as bodies

@@ -20,6 +20,7 @@ PURE = {
 }
 REACTOR = {
     "http.protocol",
+    "http.exchange",
     "dispatch",
     "static",
     "listen",

@@ -1,0 +1,356 @@
+"""One request/response on an HTTP/1.1 connection: the reactor-side sink of the thread bridge.
+
+Reactor layer: every method runs in the reactor thread. It frames the response (via
+http/h1.py), enforces the app's Content-Length, streams files through a producer,
+and reports the end of the exchange to its connection (http/protocol.py). It never
+imports wsgi/* and never blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from twisted.python.failure import Failure
+
+from treadle.errors import RequestCancelled
+from treadle.http import h1
+from treadle.http.events import RequestHead
+from treadle.timing import RequestRecord
+
+if TYPE_CHECKING:
+    from treadle.http.protocol import HTTPChannel
+
+log = logging.getLogger("treadle")
+
+Headers = list[tuple[str, str]]
+
+INVALID_HEAD_ANSWER = ("500 Internal Server Error", b"Internal Server Error\n")
+
+IDLE, HEAD, BODY, APP, CLOSED = "idle", "head", "body", "app", "closed"
+
+
+class Exchange:
+    """One request/response on an HTTP/1.1 connection: the bridge's reactor-side sink.
+
+    Every method runs in the reactor thread. Calls that arrive after the exchange
+    ended (a late write from a cancelled app) are ignored.
+    """
+
+    __slots__ = (
+        "channel",
+        "head",
+        "body",
+        "content_length",
+        "record",
+        "path_info",
+        "scheme",
+        "local",
+        "peer",
+        "plan",
+        "remaining",
+        "done",
+        "dispatched",
+        "body_complete",
+        "streaming_body",
+        "continue_sent",
+        "paused",
+        "on_writable",
+        "producer",
+        "request_deadline",
+        "body_deadline",
+    )
+
+    def __init__(
+        self, channel: HTTPChannel, head: RequestHead, body: Any, content_length: int | None
+    ) -> None:
+        self.channel = channel
+        self.head = head
+        self.body = body
+        self.content_length = content_length
+        self.record = RequestRecord(
+            head.method.decode("latin-1"), head.target.decode("latin-1"), time.perf_counter()
+        )
+        self.path_info = ""
+        self.scheme = channel.factory.scheme
+        self.local = channel.local
+        self.peer = channel.peer
+        self.plan: h1.ResponsePlan | None = None
+        self.remaining: int | None = None
+        self.done = False
+        self.dispatched = False
+        self.body_complete = False
+        self.streaming_body = False
+        self.continue_sent = False
+        self.paused = channel.producer_paused
+        self.on_writable: Callable[[], None] | None = None
+        self.producer: Any = None
+        self.request_deadline: float | None = None
+        self.body_deadline: float | None = None
+
+    # -- request body -----------------------------------------------------------
+
+    def body_data(self, data: bytes) -> None:
+        if self.streaming_body:
+            if self.body.feed(data):
+                self.channel.pause_reading()
+        else:
+            self.body.feed(data)
+
+    def body_end(self) -> None:
+        if self.body_complete:
+            return  # a body-less request: its EndOfMessage follows its head
+        self.body_complete = True
+        self.body.finish()
+        if not self.streaming_body and not self.done:
+            self.content_length = self.body.length
+            channel = self.channel
+            channel.state = APP
+            channel.deadline = self.request_deadline = channel.request_deadline()
+            self.dispatched = True
+            channel.factory.dispatch(self)
+
+    def body_failed(self, error: BaseException) -> None:
+        self.body_complete = True  # nothing more will be read for it
+        if self.streaming_body:
+            self.body.fail(error)
+        else:
+            self.body.close()
+
+    def timed_out(self) -> None:
+        """The request ran past --request-timeout: cancel it; 504 if nothing was sent."""
+        record = self.record
+        log.warning(
+            "request %d %s %s timed out after %.1f s",
+            record.request_id,
+            record.method,
+            record.path,
+            self.channel.factory.timeouts.request_timeout_s or 0.0,
+        )
+        record.cancel_now("request timeout")
+        if self.streaming_body and not self.body_complete:
+            self.body.fail(RequestCancelled("request timeout"))
+        if self.plan is None:
+            self.send_error(504, "Gateway Timeout: the application took too long")
+        else:
+            self.abort("request timeout")
+
+    def continue_from_thread(self) -> None:
+        """Called in an app thread on its first read of the body."""
+        self.channel.factory.call_from_thread(self.send_continue)
+
+    def drained_from_thread(self) -> None:
+        """Called in an app thread when the body buffer has room again."""
+        self.channel.factory.call_from_thread(self.channel.resume_reading)
+
+    def send_continue(self) -> None:
+        if not self.done and self.plan is None and not self.continue_sent:
+            self.continue_sent = True
+            self.channel.send(h1.CONTINUE)
+
+    # -- the response: the bridge's sink ----------------------------------------
+
+    def _plan(
+        self, status: str, headers: Headers, body: bytes | None, body_length: int | None = None
+    ) -> tuple[h1.ResponsePlan, bytes | None]:
+        """Plan the app's response head; an invalid head becomes a 500 (with its body)."""
+        channel = self.channel
+        closing = channel.factory.draining or (self.streaming_body and not self.body_complete)
+        try:
+            plan = h1.plan_response(
+                self.head,
+                status,
+                headers,
+                body_length=body_length if body is None else len(body),
+                date=channel.factory.date,
+                closing=closing,
+            )
+            return plan, body
+        except ValueError as error:
+            log.error(
+                "request %d: the app's response head is invalid: %s", self.record.request_id, error
+            )
+            status, body = INVALID_HEAD_ANSWER
+            plan = h1.plan_response(
+                self.head,
+                status,
+                [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+                body_length=len(body),
+                date=channel.factory.date,
+                closing=True,
+            )
+            return plan, body
+
+    def respond(self, status: str, headers: Headers, body: bytes) -> None:
+        if self.done:
+            return
+        plan, body = self._plan(status, headers, body)  # type: ignore[assignment]
+        self.plan = plan
+        self.record.status = int(plan.head[9:12])
+        keep_alive = plan.keep_alive
+        if not plan.body_allowed:
+            body = b""
+        elif plan.content_length is not None and plan.content_length != len(body):
+            # The app's Content-Length disagrees with its body: send what it declared
+            # at most, and close so the client cannot misread the next response.
+            body = body[: plan.content_length]
+            keep_alive = False
+        self.channel.send(plan.head + body if body else plan.head)
+        self.record.bytes_sent = len(body)
+        self.end(keep_alive)
+
+    def start(self, status: str, headers: Headers, body_length: int | None = None) -> None:
+        if self.done:
+            return
+        plan, body = self._plan(status, headers, None, body_length)
+        if body is not None:
+            self.respond(INVALID_HEAD_ANSWER[0], [("Connection", "close")], body)
+            return
+        self.plan = plan
+        self.record.status = int(plan.head[9:12])
+        self.remaining = plan.content_length if plan.body_allowed else 0
+        self.channel.send(plan.head)
+
+    def write(self, data: bytes) -> None:
+        plan = self.plan
+        if self.done or plan is None or not plan.body_allowed:
+            return
+        if self.remaining is not None:
+            if len(data) > self.remaining:
+                data = data[: self.remaining]
+            self.remaining -= len(data)
+        if not data:
+            return
+        self.record.bytes_sent += len(data)
+        self.channel.send(h1.encode_chunk(data) if plan.chunked else data)
+
+    def finish(self) -> None:
+        plan = self.plan
+        if self.done or plan is None:
+            return
+        keep_alive = plan.keep_alive
+        if plan.body_allowed:
+            if plan.chunked:
+                self.channel.send(h1.LAST_CHUNK)
+            elif self.remaining:
+                keep_alive = False  # shorter than its Content-Length: the client must see it end
+        self.end(keep_alive)
+
+    def abort(self, reason: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.record.finished_at = time.perf_counter()
+        channel = self.channel
+        if channel.current is self:
+            channel.current = None
+        if channel.transport is not None and channel.state != CLOSED:
+            channel.state = CLOSED
+            channel.transport.abortConnection()
+        self.finished()
+
+    def send_file(
+        self, status: str, headers: Headers, file: BinaryIO, offset: int, length: int | None
+    ) -> None:
+        if self.done:
+            file.close()
+            return
+        self.start(status, headers, length)
+        if self.plan is None or not self.plan.body_allowed or length == 0:
+            file.close()
+            self.finish()
+            return
+        from treadle.static import FileProducer
+
+        producer = FileProducer(file, offset, length if length is not None else -1)
+        producer.start(self).addCallbacks(  # type: ignore[arg-type]
+            lambda _: self.finish(), self._file_failed
+        )
+
+    def _file_failed(self, failure: Failure) -> None:
+        if not self.done:
+            log.info(
+                "request %d: file transfer stopped: %s",
+                self.record.request_id,
+                failure.getErrorMessage(),
+            )
+            self.abort("file transfer failed")
+
+    # IConsumer for FileProducer: the exchange frames what the producer writes.
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+        if self.paused:
+            producer.pauseProducing()
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def pause(self) -> None:
+        self.paused = True
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        callback, self.on_writable = self.on_writable, None
+        if callback is not None:
+            callback()
+
+    def send_error(self, status: int, message: str, headers: Headers | None = None) -> None:
+        """A short error answer from the reactor (404 outside the prefix, 503 when full)."""
+        body = (message + "\n").encode("utf-8")
+        self.respond(
+            f"{status} {HTTPStatus(status).phrase}",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
+            + (headers or []),
+            body,
+        )
+
+    def send_static(self, response: Any) -> None:
+        """Answer from static.py: a small body, or a file streamed by a producer."""
+        status = f"{response.status} {HTTPStatus(response.status).phrase}"
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
+        if response.path is None or not response.length:
+            self.respond(status, headers, response.body)
+            return
+        try:
+            file = open(response.path, "rb")  # noqa: SIM115 - the producer closes it
+        except OSError as error:
+            log.info("static file vanished: %s", error)
+            self.send_error(404, "Not Found")
+            return
+        self.send_file(status, headers, file, response.offset, response.length)
+
+    # -- endings ----------------------------------------------------------------
+
+    def end(self, keep_alive: bool) -> None:
+        self.done = True
+        self.record.finished_at = time.perf_counter()
+        if not self.body_complete:
+            keep_alive = False  # RFC 9112 §9.3: unread body bytes would be misread as a request
+        # The connection is idle (or closing) before anyone is told the request ended,
+        # so a graceful stop waiting on it sees it finished.
+        self.channel.exchange_done(self, keep_alive)
+        self.finished()
+
+    def connection_lost(self) -> None:
+        if not self.done:
+            self.done = True
+            self.record.finished_at = time.perf_counter()
+            self.record.cancel_now("client went away")
+            if self.body is not None:
+                if self.streaming_body:
+                    self.body.fail(RequestCancelled("client went away"))
+                elif not self.dispatched:
+                    self.body.close()
+            self.finished()
+
+    def finished(self) -> None:
+        hook = self.channel.factory.on_finished
+        if hook is not None:
+            hook(self)
