@@ -107,11 +107,7 @@ class Exchange:
         self.body.finish()
         if not self.streaming_body and not self.done:
             self.content_length = self.body.length
-            channel = self.channel
-            channel.state = APP
-            channel.deadline = self.request_deadline = channel.request_deadline()
-            self.dispatched = True
-            channel.factory.dispatch(self)
+            self.channel.start_app(self)
 
     def body_failed(self, error: BaseException) -> None:
         self.body_complete = True  # nothing more will be read for it

@@ -286,11 +286,8 @@ class HTTPChannel(Protocol):
         if not head.has_body:
             exchange = Exchange(self, head, bodies.EMPTY_BODY, head.content_length or None)
             exchange.body_complete = True
-            self.state = APP
             self.current = exchange
-            exchange.dispatched = True
-            self.deadline = exchange.request_deadline = self.request_deadline()
-            factory.dispatch(exchange)
+            self.start_app(exchange)
         elif head.expect_continue:
             # RFC 9110 §10.1.1: answer 100 only when the app starts reading the body.
             exchange = Exchange(self, head, None, head.content_length)
@@ -299,11 +296,8 @@ class HTTPChannel(Protocol):
                 on_drained=exchange.drained_from_thread,
             )
             exchange.streaming_body = True
-            self.state = APP
             self.current = exchange
-            exchange.dispatched = True
-            self.deadline = exchange.request_deadline = self.request_deadline()
-            factory.dispatch(exchange)
+            self.start_app(exchange)
         else:
             # The reactor reads the whole body (spooled past a threshold) before the app
             # runs, so a slow upload never holds a thread.
@@ -313,6 +307,13 @@ class HTTPChannel(Protocol):
             self.state = BODY
             self.deadline = factory.deadlines.now + factory.timeouts.body_timeout_s
             self.current = exchange
+
+    def start_app(self, exchange: Exchange) -> None:
+        """Hand the request to the dispatcher; from now on only --request-timeout applies."""
+        self.state = APP
+        exchange.dispatched = True
+        self.deadline = exchange.request_deadline = self.request_deadline()
+        self.factory.dispatch(exchange)
 
     def protocol_error(self, error: ProtocolError) -> None:
         log.info("%s: %d %s", self.peer_text, error.status, error)
