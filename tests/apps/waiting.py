@@ -61,6 +61,7 @@ class _WaitingBody:
 
         log = logging.getLogger("treadle")
         yield b"first\n"
+
         def never():
             log.warning("stream deferred created")
             return defer.Deferred(lambda d: log.warning("stream deferred cancelled"))
