@@ -116,7 +116,7 @@ class Server:
 
     def _finished(self, exchange: Exchange) -> None:
         """Reactor thread: a request ended (answered, aborted, or its client left)."""
-        if exchange.record.request_id or exchange.record.started_at:
+        if exchange.record.request_id:  # set for every request handed to _submit
             self.stats.finish(exchange.record)
         if self.access_log is not None:
             self.access_log(exchange)

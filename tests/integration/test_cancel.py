@@ -5,7 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.integration.wire import connect, exchange, read_until_close, status_of
+from tests.integration.wire import (
+    connect,
+    exchange,
+    read_until_close,
+    status_of,
+    wait_for_text,
+)
 
 
 def test_a_request_whose_client_left_while_queued_never_runs(serve) -> None:
@@ -123,10 +129,7 @@ def test_timings_add_up(serve, tmp_path) -> None:
     )
     raw = exchange(server.port, b"GET /?s=0.2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert raw.endswith(b"slept\n")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not log_path.read_text().strip():
-        time.sleep(0.05)  # polling a file the server writes, with a deadline
-    queue_us, service_us, wait_us, wait_count, total_us = map(int, log_path.read_text().split())
+    queue_us, service_us, wait_us, wait_count, total_us = map(int, wait_for_text(log_path).split())
     assert wait_count == 1
     assert 200_000 <= wait_us <= service_us  # waited at least the 0.2 s it asked for
     assert service_us + queue_us <= total_us

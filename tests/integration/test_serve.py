@@ -15,7 +15,14 @@ import time
 import pytest
 
 from tests.conftest import ROOT, treadle_command
-from tests.integration.wire import connect, exchange, read_response, read_until_close, status_of
+from tests.integration.wire import (
+    connect,
+    exchange,
+    read_response,
+    read_until_close,
+    status_of,
+    wait_for_text,
+)
 
 # -- the command line ----------------------------------------------------------------------
 
@@ -411,10 +418,7 @@ def test_access_log_has_the_combined_format_and_duration(serve, tmp_path) -> Non
     conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
     conn.request("GET", "/x?y=1", headers={"User-Agent": "probe/1", "Referer": "http://r/"})
     conn.getresponse().read()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not log_path.read_text().strip():
-        time.sleep(0.05)  # polling a file the server writes, with a deadline
-    line = log_path.read_text().strip()
+    line = wait_for_text(log_path)
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /x?y=1 HTTP/1.1" 200 14 "http://r/" "probe/1" ' in line
     assert int(line.rsplit(" ", 1)[1]) > 0  # duration in microseconds

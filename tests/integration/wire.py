@@ -59,6 +59,16 @@ def read_response(sock: socket.socket, method: str = "GET") -> http.client.HTTPR
     return response
 
 
+def wait_for_text(path, timeout: float = 10.0) -> str:  # noqa: ANN001
+    """The stripped contents of a file the server writes, once it has any (with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text().strip() if path.exists() else ""
+        if text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)  # polling a file another process writes
+
+
 def status_of(raw: bytes) -> int:
     assert raw.startswith(b"HTTP/1."), raw[:200]
     return int(raw[9:12])
