@@ -76,10 +76,6 @@ class ThreadPool:
         self.dropped = 0  # jobs cancelled while queued
 
     @property
-    def started(self) -> bool:
-        return bool(self._threads)
-
-    @property
     def idle(self) -> int:
         """Threads asleep waiting for work right now."""
         return len(self._sleepers)

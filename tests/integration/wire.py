@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import socket
 import time
+import weakref
 
 
 def connect(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> socket.socket:
@@ -35,24 +36,40 @@ def read_until_close(sock: socket.socket, timeout: float = 10.0) -> bytes:
     return b"".join(chunks)
 
 
+class _KeepOpen:
+    """The socket's buffered file, minus close(): HTTPResponse closes its file after each
+    complete body, which would drop responses already read ahead into the buffer."""
+
+    def __init__(self, file: object) -> None:
+        self._file = file
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._file, name)
+
+    def close(self) -> None:
+        """The socket's owner closes the socket; the shared buffer stays usable."""
+
+
 class _Reader:
     """One buffered reader per socket, so pipelined responses read ahead are not lost."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self.file = sock.makefile("rb")
+        self.file = _KeepOpen(sock.makefile("rb"))
 
     def makefile(self, *args: object, **kwargs: object):  # noqa: ANN201
         return self.file
 
 
-_readers: dict[int, _Reader] = {}
+# Keyed by the socket itself (weakly): an id() can be reused by a later socket once the
+# first is collected, and a stale reader would then read from the wrong connection.
+_readers: weakref.WeakKeyDictionary[socket.socket, _Reader] = weakref.WeakKeyDictionary()
 
 
 def read_response(sock: socket.socket, method: str = "GET") -> http.client.HTTPResponse:
     """Read exactly one response from a kept-alive socket."""
-    reader = _readers.get(id(sock))
-    if reader is None or reader.file.closed:
-        reader = _readers[id(sock)] = _Reader(sock)
+    reader = _readers.get(sock)
+    if reader is None:
+        reader = _readers[sock] = _Reader(sock)
     response = http.client.HTTPResponse(reader, method=method)  # type: ignore[arg-type]
     response.begin()
     response.body = response.read()  # type: ignore[attr-defined]

@@ -28,8 +28,6 @@ log = logging.getLogger("treadle")
 
 Headers = list[tuple[str, str]]
 
-INVALID_HEAD_ANSWER = ("500 Internal Server Error", b"Internal Server Error\n")
-
 IDLE, HEAD, BODY, APP, CLOSED = "idle", "head", "body", "app", "closed"
 
 
@@ -57,7 +55,6 @@ class Exchange:
         "body_complete",
         "streaming_body",
         "continue_sent",
-        "paused",
         "on_writable",
         "producer",
         "request_deadline",
@@ -85,7 +82,6 @@ class Exchange:
         self.body_complete = False
         self.streaming_body = False
         self.continue_sent = False
-        self.paused = channel.producer_paused
         self.on_writable: Callable[[], None] | None = None
         self.producer: Any = None
         self.request_deadline: float | None = None
@@ -169,11 +165,11 @@ class Exchange:
             log.error(
                 "request %d: the app's response head is invalid: %s", self.record.request_id, error
             )
-            status, body = INVALID_HEAD_ANSWER
+            status, body = h1.INTERNAL_ERROR
             plan = h1.plan_response(
                 self.head,
                 status,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+                h1.ERROR_HEADERS,
                 body_length=len(body),
                 date=channel.factory.date,
                 closing=True,
@@ -203,7 +199,7 @@ class Exchange:
             return
         plan, body = self._plan(status, headers, None, body_length)
         if body is not None:
-            self.respond(INVALID_HEAD_ANSWER[0], [("Connection", "close")], body)
+            self.respond(h1.INTERNAL_ERROR[0], h1.ERROR_HEADERS, body)
             return
         self.plan = plan
         self.record.status = int(plan.head[9:12])
@@ -238,8 +234,7 @@ class Exchange:
     def abort(self, reason: str) -> None:
         if self.done:
             return
-        self.done = True
-        self.record.finished_at = time.perf_counter()
+        self.mark_done()
         channel = self.channel
         if channel.current is self:
             channel.current = None
@@ -284,13 +279,16 @@ class Exchange:
     def unregisterProducer(self) -> None:
         self.producer = None
 
+    @property
+    def paused(self) -> bool:
+        """True while the client is not keeping up (the transport paused the connection)."""
+        return self.channel.producer_paused
+
     def pause(self) -> None:
-        self.paused = True
         if self.producer is not None:
             self.producer.pauseProducing()
 
     def resume(self) -> None:
-        self.paused = False
         if self.producer is not None:
             self.producer.resumeProducing()
         callback, self.on_writable = self.on_writable, None
@@ -302,8 +300,7 @@ class Exchange:
         body = (message + "\n").encode("utf-8")
         self.respond(
             f"{status} {HTTPStatus(status).phrase}",
-            [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
-            + (headers or []),
+            h1.ERROR_HEADERS + (headers or []),
             body,
         )
 
@@ -324,9 +321,12 @@ class Exchange:
 
     # -- endings ----------------------------------------------------------------
 
-    def end(self, keep_alive: bool) -> None:
+    def mark_done(self) -> None:
         self.done = True
         self.record.finished_at = time.perf_counter()
+
+    def end(self, keep_alive: bool) -> None:
+        self.mark_done()
         if not self.body_complete:
             keep_alive = False  # RFC 9112 §9.3: unread body bytes would be misread as a request
         # The connection is idle (or closing) before anyone is told the request ended,
@@ -336,8 +336,7 @@ class Exchange:
 
     def connection_lost(self) -> None:
         if not self.done:
-            self.done = True
-            self.record.finished_at = time.perf_counter()
+            self.mark_done()
             self.record.cancel_now("client went away")
             if self.body is not None:
                 if self.streaming_body:

@@ -329,6 +329,9 @@ def _translate(exc: HttpParserError) -> ProtocolError:
 # Response side: pure functions from a WSGI status and header list to bytes -----------
 
 LAST_CHUNK = b"0\r\n\r\n"
+# The answer when the app fails before its head is out, or gives an invalid head.
+INTERNAL_ERROR = ("500 Internal Server Error", b"Internal Server Error\n")
+ERROR_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _STATUS = re.compile(r"[1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*")  # RFC 9112 §4
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.1 field-name

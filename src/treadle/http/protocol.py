@@ -237,7 +237,8 @@ class HTTPChannel(Protocol):
             return
         parser = self.parser
         try:
-            events: list[Event | ProtocolError] = list(parser.receive_data(data))
+            # A fresh list per call: ours to extend.
+            events: list[Event | ProtocolError] = parser.receive_data(data)  # type: ignore[assignment]
         except ProtocolError as error:
             events = [error]
         else:
@@ -323,10 +324,15 @@ class HTTPChannel(Protocol):
             # fails and the connection closes after its response.
             current.body_failed(error)
             return
+        self.refuse(error.status, str(error), error)
+
+    def refuse(self, status: int, message: str, error: BaseException) -> None:
+        """Answer with an error and close; a request still being read is dropped unrun."""
+        current = self.current
         if current is not None and not current.dispatched:
             current.body_failed(error)
             self.current = None
-        self.send_error(error.status, str(error))
+        self.send_error(status, message)
 
     def send_error(self, status: int, message: str) -> None:
         """Answer a request that never reached the app, then close. Reactor thread."""
@@ -361,10 +367,11 @@ class HTTPChannel(Protocol):
             current.timed_out()
         elif state == BODY and self.current is not None:
             log.info("%s: 408 request body not received in time", self.peer_text)
-            self.current.body_failed(TimeoutError("request body timeout"))
-            if self.current is not None and not self.current.dispatched:
-                self.current = None
-                self.send_error(408, "Request Timeout: the request body stopped arriving")
+            self.refuse(
+                408,
+                "Request Timeout: the request body stopped arriving",
+                TimeoutError("request body timeout"),
+            )
 
     # -- the end of an exchange -------------------------------------------------
 
@@ -383,8 +390,6 @@ class HTTPChannel(Protocol):
             if self.current is not None and type(event) is RequestHead:
                 self.backlog = backlog[index:]
                 return
-            if type(event) is RequestHead and self.state == IDLE:
-                self.state = HEAD
             self.handle(event)
             if self.state == CLOSED:
                 return

@@ -76,7 +76,10 @@ class Outbox:
 class ResponseSink(Protocol):
     """What a transport adapter provides. Every method is called in the reactor thread."""
 
-    paused: bool  # True while the client is not keeping up (transport paused us)
+    @property
+    def paused(self) -> bool:
+        """True while the client is not keeping up (the transport paused us)."""
+
     on_writable: Callable[[], None] | None  # called by the sink when it resumes
 
     def respond(self, status: str, headers: Headers, body: bytes) -> None:
@@ -145,10 +148,6 @@ class ResponseChannel:
         self._scheduled = False
         self._started = False
         self._waiting = False
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
 
     def respond(self, status: str, headers: Headers, body: bytes) -> None:
         """Called in an app thread: the whole response in one crossing."""

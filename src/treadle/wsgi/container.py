@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Protocol
 from treadle.cancel import set_current_request
 from treadle.errors import RequestCancelled
 from treadle.http.events import RequestHead
+from treadle.http.h1 import ERROR_HEADERS, INTERNAL_ERROR
 from treadle.timing import RequestRecord
 from treadle.wsgi.bridge import Headers, ResponseChannel, ResponseSink
 from treadle.wsgi.environ import build_environ
@@ -28,8 +29,6 @@ from treadle.wsgi.environ import build_environ
 log = logging.getLogger("treadle")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-ERROR_500 = ("500 Internal Server Error", b"Internal Server Error\n")
 
 
 class Exchange(ResponseSink, Protocol):
@@ -206,12 +205,8 @@ class WSGIJob:
             self.channel.abort("app error after the response head was sent")
         else:
             self.head_sent = True
-            status, body = ERROR_500
-            self.channel.respond(
-                status,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
-                body,
-            )
+            status, body = INTERNAL_ERROR
+            self.channel.respond(status, list(ERROR_HEADERS), body)
 
     def start_response(
         self, status: str, headers: Headers, exc_info: Any = None
@@ -238,7 +233,7 @@ class WSGIJob:
         if type(data) is not bytes:
             raise TypeError(f"response body chunks must be bytes, not {type(data).__name__}")
         if self.record.cancel.is_set():
-            raise RequestCancelled(self.record.cancel.reason or "client went away")
+            raise self.cancelled()
         if not self.head_sent:
             if self.status is None:
                 raise AssertionError("write() before start_response()")
@@ -253,10 +248,7 @@ class WSGIJob:
             kind = type(result)
             if kind is list or kind is tuple or getattr(result, "streaming", None) is False:
                 # Known to be whole (a list, or a Django HttpResponse): one crossing.
-                body = b"".join(result)
-                self.require_status()
-                self.head_sent = True
-                self.channel.respond(self.status, self.headers, body)  # type: ignore[arg-type]
+                self.respond_whole(b"".join(result))
                 return
             if kind is FileWrapper and self.send_file(result):
                 return
@@ -264,13 +256,20 @@ class WSGIJob:
             if chunk:
                 self.write(chunk)
             elif self.record.cancel.is_set():
-                raise RequestCancelled(self.record.cancel.reason or "client went away")
+                raise self.cancelled()
         if self.head_sent:
             self.channel.finish()
         else:
-            self.require_status()
-            self.head_sent = True
-            self.channel.respond(self.status, self.headers, b"")  # type: ignore[arg-type]
+            self.respond_whole(b"")
+
+    def respond_whole(self, body: bytes) -> None:
+        """Head and whole body in one crossing. App thread."""
+        self.require_status()
+        self.head_sent = True
+        self.channel.respond(self.status, self.headers, body)  # type: ignore[arg-type]
+
+    def cancelled(self) -> RequestCancelled:
+        return RequestCancelled(self.record.cancel.reason or "client went away")
 
     def require_status(self) -> None:
         if self.status is None:
