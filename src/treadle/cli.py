@@ -126,7 +126,9 @@ def config_from(namespace: argparse.Namespace, base: dict[str, Any] | None = Non
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     namespace = parser.parse_args(argv)
-    from treadle import logs, reload
+    from treadle import logs, reactor, reload
+
+    reactor.install()  # before the app is imported: it may import the global reactor
 
     try:
         config = config_from(namespace)

@@ -11,6 +11,8 @@ twistd forks, Twisted #4347).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -35,13 +37,36 @@ class Job(Protocol):
 
 
 class _Sleeper:
-    """One app thread's wake-up call: a lock it blocks on until another thread releases it."""
+    """One app thread's wake-up call: an eventfd (a pipe where there is none) it blocks on.
 
-    __slots__ = ("lock",)
+    Not a lock, for the GIL's sake. ``os.write`` and ``os.read`` let go of the GIL around
+    the system call, so the woken thread can take the GIL at once and run. Releasing a
+    lock keeps holding it: the woken thread preempts the reactor only to block on the
+    GIL, which costs two more context switches per request (measured: 6.3 against 3.3
+    per request at one connection).
+    """
+
+    __slots__ = ("_read", "_write")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
+        if hasattr(os, "eventfd"):
+            self._read = self._write = os.eventfd(0, os.EFD_CLOEXEC)
+        else:
+            self._read, self._write = os.pipe()
+
+    def wake(self) -> None:
+        os.write(self._write, _ONE)
+
+    def sleep(self) -> None:
+        os.read(self._read, 8)
+
+    def close(self) -> None:
+        os.close(self._read)
+        if self._write != self._read:
+            os.close(self._write)
+
+
+_ONE = (1).to_bytes(8, sys.byteorder)  # an eventfd counts 8-byte integers; a pipe takes any
 
 
 class ThreadPool:
@@ -107,7 +132,7 @@ class ThreadPool:
                 jobs.append(job)
                 sleeper = self._wake_one()
             if sleeper is not None:
-                sleeper.lock.release()
+                sleeper.wake()
             return True
         # No lock on the hot path: deque.append is atomic, and the wake-up scheduled
         # below runs (under the lock) after every append of this turn, so a thread
@@ -124,7 +149,7 @@ class ThreadPool:
             self._wake_scheduled = False
             sleeper = self._wake_one() if self._jobs else None
         if sleeper is not None:
-            sleeper.lock.release()
+            sleeper.wake()
 
     def _wake_one(self) -> _Sleeper | None:
         """With self._lock held: a sleeper to release, unless a wake-up is already on its way."""
@@ -140,14 +165,21 @@ class ThreadPool:
             sleepers, self._sleepers = self._sleepers, []
             self._waking += len(sleepers)
         for sleeper in sleepers:
-            sleeper.lock.release()
+            sleeper.wake()
         for thread in self._threads:
             thread.join(timeout_s)
         self._threads = []
 
     def _work(self) -> None:
-        """The loop of one app thread."""
+        """One app thread, from start to stop."""
         me = _Sleeper()
+        try:
+            self._loop(me)
+        finally:
+            me.close()
+
+    def _loop(self, me: _Sleeper) -> None:
+        """The loop of one app thread: take a job, run it, sleep when there is none."""
         lock = self._lock
         jobs = self._jobs
         popleft = jobs.popleft
@@ -164,7 +196,7 @@ class ThreadPool:
                         except IndexError:
                             self._sleepers.append(me)
                     if job is None:
-                        me.lock.acquire()
+                        me.sleep()
                         with lock:
                             self._waking -= 1
                         continue
@@ -173,7 +205,7 @@ class ThreadPool:
                     with lock:
                         other = self._wake_one()
                     if other is not None:
-                        other.lock.release()
+                        other.wake()
                 if job is _STOP:
                     return
                 if job.record.cancel.is_set():

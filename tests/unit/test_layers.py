@@ -27,6 +27,7 @@ REACTOR = {
     "tls",
     "accesslog",
     "deadlines",
+    "reactor",
     "mongrel2.transport",
 }
 BRIDGE = {

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+
+import pytest
 
 from treadle.pool import ThreadPool
 from treadle.timing import RequestRecord
@@ -125,3 +128,20 @@ def test_blocking_jobs_run_in_parallel() -> None:
     gate.set()
     wait_until(lambda: len(done) == 4, "all finish")
     pool.stop(5)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_stopped_threads_give_their_wake_up_descriptors_back() -> None:
+    before = open_fds()
+    for round_ in range(3):
+        pool = ThreadPool(8, 10, name=f"t-fds-{round_}")
+        pool.start()
+        job = Job([])
+        assert pool.submit(job)
+        assert job.started.wait(DEADLINE_S)
+        pool.stop(5)
+    assert open_fds() == before

@@ -21,6 +21,7 @@ from django.db import connections
 from django.utils import autoreload
 
 from treadle import logs, server
+from treadle import reactor as treadle_reactor
 from treadle.cli import add_setting_arguments
 from treadle.config import Config, flag_of, iter_settings
 from treadle.django.config import gather_settings
@@ -120,6 +121,7 @@ class Command(BaseCommand):
         no_reload: str | None,
     ) -> int:
         """Middleware, the WSGI app, logging, static mounts, checks; then serve until a signal."""
+        treadle_reactor.install()  # before the app is loaded: it may import the reactor
         middleware = list(settings.MIDDLEWARE)
         if MIDDLEWARE not in middleware:
             settings.MIDDLEWARE = [MIDDLEWARE, *middleware]
