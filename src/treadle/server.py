@@ -64,7 +64,8 @@ class Server:
         self.pool = ThreadPool(
             config.pool.threads,
             config.pool.max_queue,
-            schedule=lambda wake: reactor.callLater(0, wake),
+            schedule=getattr(reactor, "call_after_events", None)
+            or (lambda wake: reactor.callLater(0, wake)),
         )
         self.deadlines = Deadlines(reactor)
         self.container = WSGIContainer(

@@ -138,8 +138,8 @@ class Stats:
 
     def begin(self, record: RequestRecord) -> None:
         """The request is queued: it is in flight from now on. Called in the reactor thread."""
-        with self._lock:
-            self._inflight[record] = None
+        # No lock: one dict store is atomic, and readers copy the dict in one C call.
+        self._inflight[record] = None
 
     def finish(self, record: RequestRecord) -> None:
         """Aggregate a finished request and drop it from the in-flight list.
@@ -166,8 +166,8 @@ class Stats:
             queue_s, service_s = total_s, None
         status = status_class(record.status)
         view = record.view or NO_VIEW
+        self._inflight.pop(record, None)
         with self._lock:
-            self._inflight.pop(record, None)
             # Totals are the sum of the views, computed by snapshot(): one aggregate
             # per request keeps this cheap.
             aggregate = self._views.get(view)
@@ -192,8 +192,7 @@ class Stats:
         (``"queued"`` or ``"running"``), ``thread``, ``waiting_on`` (what a pending
         treadle.wait waits on, or None) and ``view``. Called in any thread.
         """
-        with self._lock:
-            records = list(self._inflight)
+        records = list(self._inflight)
         now = self._clock()
         return [
             {
@@ -220,9 +219,10 @@ class Stats:
         (cumulative_buckets() gives Prometheus's form). Requests without a view are under
         NO_VIEW.
         """
+        records = list(self._inflight)  # one C call: safe against concurrent begin()
+        running = sum(1 for record in records if record.started_at)
+        queued = len(records) - running
         with self._lock:
-            running = sum(1 for record in self._inflight if record.started_at)
-            queued = len(self._inflight) - running
             total = _Aggregate()
             for aggregate in self._views.values():
                 total.merge(aggregate)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from twisted.internet import protocol
@@ -116,3 +117,40 @@ def test_install_leaves_a_reactor_chosen_first_alone() -> None:
         "from twisted.internet import reactor as r; print(ok, type(r).__name__)"
     )
     assert out == "False SelectReactor"
+
+
+def test_calls_after_events_run_once_the_whole_batch_is_handled(reactor) -> None:
+    log: list = []
+
+    class Scheduling(Recorder):
+        def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+            super().dataReceived(data)
+            reactor.call_after_events(lambda: log.append(("after", data)))
+
+    clients = []
+    for _ in range(3):
+        server_side, client = socket.socketpair()
+        reactor.adoptStreamConnection(
+            server_side.fileno(),
+            socket.AF_UNIX,
+            protocol.Factory.forProtocol(lambda: Scheduling(log)),
+        )
+        server_side.close()
+        clients.append(client)
+    for index, client in enumerate(clients):
+        client.sendall(b"%d" % index)
+    spin(reactor, lambda: len([entry for entry in log if entry[0] == "after"]) == 3)
+    # Every read of the poll came before any call scheduled during it.
+    kinds = [kind for kind, _ in log]
+    assert kinds == ["data"] * 3 + ["after"] * 3, log
+    for client in clients:
+        client.close()
+
+
+def test_a_call_after_events_scheduled_outside_a_poll_does_not_wait_for_one(reactor) -> None:
+    ran: list = []
+    reactor.callLater(0, lambda: reactor.call_after_events(lambda: ran.append(time.monotonic())))
+    started = time.monotonic()
+    reactor.iterate(3)  # timed calls, then a poll that must run it before blocking for 3 s
+    assert len(ran) == 1
+    assert ran[0] - started < 1.5, "the call waited for the poll to time out"

@@ -30,6 +30,7 @@ _IDLE, _HEAD, _BODY, _CLOSED = range(4)
 _LEAD_BYTES = 64
 _TOKEN_RUN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
 _HOST = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=%:\[\]]*")  # RFC 3986 host [":" port]
+_good_hosts: set[bytes] = set()  # Host values that passed _HOST; a site sees a few
 _ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#]*)(.*)", re.S)
 _VERSIONS = {"1.1", "1.0"}
 
@@ -262,8 +263,11 @@ class H1Parser:
         # or one whose value is not a valid host.
         if hosts != 1 and (hosts or version == "1.1"):
             raise self._reject("exactly one Host header is required")
-        if host and _HOST.fullmatch(host) is None:
-            raise self._reject("invalid Host header")
+        if host and host not in _good_hosts:
+            if _HOST.fullmatch(host) is None:
+                raise self._reject("invalid Host header")
+            if len(_good_hosts) < 256:
+                _good_hosts.add(host)
         url = self._url
         authority = None
         if url[:1] == b"/":
