@@ -36,6 +36,8 @@ class Summary:
     still_open: int | None = None
     target: int | None = None
     failures: list[str] = field(default_factory=list)
+    rps_by_round: dict[int, float] = field(default_factory=dict)  # for paired ratios
+    p50_by_round: dict[int, float] = field(default_factory=dict)
 
 
 def _median(values: list[Any]) -> Any:
@@ -57,6 +59,8 @@ def summarize(samples: list[dict[str, Any]]) -> Summary:
         summary.worst_errors, summary.error_detail = worst["errors"], worst["error_detail"]
         summary.worst_unaccepted = max(s.get("unaccepted", 0) for s in ok)
         summary.peak_rss = _median([s["peak_rss"] for s in ok])
+        summary.rps_by_round = {s["round"]: s["rps"] for s in ok}
+        summary.p50_by_round = {s["round"]: s["p50_ms"] for s in ok}
     else:
         summary.idle_rss = _median([s["rss_bytes"] for s in ok])
         summary.idle_peak_rss = _median([s["peak_rss_bytes"] for s in ok])
@@ -95,6 +99,14 @@ def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return "—"
     return f"{a / b:.2f}x"
+
+
+def _paired(mine: dict[int, float], peer: dict[int, float]) -> str:
+    """min / median / max of the per-round ratios: each round's two runs were back to back."""
+    ratios = sorted(mine[r] / peer[r] for r in mine.keys() & peer.keys() if peer[r])
+    if not ratios:
+        return "—"
+    return f"{ratios[0]:.2f} / {statistics.median(ratios):.2f} / {ratios[-1]:.2f}"
 
 
 def _status(summary: Summary) -> str:
@@ -153,13 +165,16 @@ def ratio_table(summaries: list[Summary]) -> list[str]:
         return lines
     lines = [
         "| treadle / peer | req/s (higher is better) | p50 (lower is better) | "
-        "p99 (lower is better) | peak RSS (lower is better) |",
-        "|---|---:|---:|---:|---:|",
+        "p99 (lower is better) | peak RSS (lower is better) | "
+        "req/s per round: min / median / max | p50 per round: min / median / max |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for p in peers:
         lines.append(
             f"| {p.server} | {_ratio(mine.rps, p.rps)} | {_ratio(mine.p50_ms, p.p50_ms)} | "
-            f"{_ratio(mine.p99_ms, p.p99_ms)} | {_ratio(mine.peak_rss, p.peak_rss)} |"
+            f"{_ratio(mine.p99_ms, p.p99_ms)} | {_ratio(mine.peak_rss, p.peak_rss)} | "
+            f"{_paired(mine.rps_by_round, p.rps_by_round)} | "
+            f"{_paired(mine.p50_by_round, p.p50_by_round)} |"
         )
     return lines
 
@@ -276,7 +291,9 @@ def render(
         "treadle/peer ratios from interleaved rounds on the same machine are what to read.",
         "Every server runs as one process pinned to CPU 0 (`taskset -c 0`), the load generator",
         "is pinned to CPU 1, all traffic is on 127.0.0.1, and each figure is the median over",
-        "rounds.",
+        "rounds. Ratios and target verdicts compare those medians. The ratio tables also give",
+        "the spread of the per-round ratios (each round runs the servers back to back, so a",
+        "round's ratio is the fairest single comparison when the machine's speed drifts).",
         "",
         "## Machine and command",
         "",
