@@ -55,12 +55,15 @@ class _Sleeper:
             self._read, self._write = os.pipe()
 
     def wake(self) -> None:
+        """Called in any thread, at most once per sleep (the pool pops a sleeper to wake it)."""
         os.write(self._write, _ONE)
 
     def sleep(self) -> None:
+        """Called in the owning app thread: block until woken."""
         os.read(self._read, 8)
 
     def close(self) -> None:
+        """Called in the owning app thread as it exits."""
         os.close(self._read)
         if self._write != self._read:
             os.close(self._write)
