@@ -86,12 +86,13 @@ class ThreadPool:
         threads: int,
         max_queue: int,
         name: str = "treadle",
-        schedule: Callable[[Callable[[], None]], Any] | None = None,
+        schedule: Callable[[Callable[[], None]], Any] = lambda wake: wake(),
     ) -> None:
         self.size = threads
         # schedule(fn) runs fn in the submitting thread once its current batch of
-        # events is done (the server passes reactor.callLater(0, ...)). Jobs submitted
-        # in one reactor turn then cost one wake-up instead of one each.
+        # events is done (the server passes the reactor's call_after_events, or
+        # callLater(0, ...)). Jobs submitted in one reactor turn then cost one wake-up
+        # instead of one each. The default wakes at once, on every submit.
         self._schedule = schedule
         self._wake_scheduled = False
         self.max_queue = max_queue
@@ -130,13 +131,6 @@ class ThreadPool:
         # Jobs that sleeping threads are about to take do not count as waiting.
         if len(jobs) >= self.max_queue + len(self._sleepers) + self._waking:
             return False
-        if self._schedule is None:
-            with self._lock:
-                jobs.append(job)
-                sleeper = self._wake_one()
-            if sleeper is not None:
-                sleeper.wake()
-            return True
         # No lock on the hot path: deque.append is atomic, and the wake-up scheduled
         # below runs (under the lock) after every append of this turn, so a thread
         # that went to sleep just before is found and woken.

@@ -181,7 +181,7 @@ class Exchange:
             return
         plan, body = self._plan(status, headers, body)  # type: ignore[assignment]
         self.plan = plan
-        self.record.status = int(plan.head[9:12])
+        self.record.status = plan.status
         keep_alive = plan.keep_alive
         if not plan.body_allowed:
             body = b""
@@ -202,7 +202,7 @@ class Exchange:
             self.respond(h1.INTERNAL_ERROR[0], h1.ERROR_HEADERS, body)
             return
         self.plan = plan
-        self.record.status = int(plan.head[9:12])
+        self.record.status = plan.status
         self.remaining = plan.content_length if plan.body_allowed else 0
         self.channel.send(plan.head)
 

@@ -347,6 +347,7 @@ _good_names: set[str] = set()  # validated header names; apps reuse a handful
 
 @dataclass(slots=True)
 class ResponsePlan:
+    status: int  # the status code, as sent in the head
     head: bytes  # status line + headers + blank line, ready to write
     chunked: bool  # body must be chunk-encoded
     body_allowed: bool  # False for HEAD, 1xx, 204, 304: the caller discards body bytes
@@ -437,7 +438,7 @@ def plan_response(
         lines.append("Connection: close\r\n")
     head = "".join(lines).encode("latin-1")  # UnicodeEncodeError is a ValueError
     head = head + b"\r\n" if has_date else head + b"Date: " + date + b"\r\n\r\n"
-    return ResponsePlan(head, chunked, body_allowed, keep_alive, length)
+    return ResponsePlan(code, head, chunked, body_allowed, keep_alive, length)
 
 
 def encode_chunk(data: bytes) -> bytes:
