@@ -137,7 +137,11 @@ class BufferedBody(_Readable):
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         """Called in an app thread: lines until the end or until ``hint`` bytes are read."""
-        return self._stream().readlines(-1 if hint is None else hint)
+        if hint is None or hint <= 0:
+            return self._stream().readlines()
+        # Not the stream's own: a spooled file's BufferedReader stops once lines *exceed*
+        # hint, BytesIO once they reach it. One rule for both, whichever holds the body.
+        return super().readlines(hint)
 
 
 class StreamingBody(_Readable):
