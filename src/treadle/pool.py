@@ -110,6 +110,11 @@ class ThreadPool:
         return len(self._sleepers)
 
     @property
+    def all_idle(self) -> bool:
+        """True when every thread sleeps and no job waits (read by the reactor, racily)."""
+        return len(self._sleepers) == len(self._threads) and not self._jobs
+
+    @property
     def queued(self) -> int:
         """Jobs submitted that no thread has taken yet."""
         return len(self._jobs)

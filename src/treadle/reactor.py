@@ -1,21 +1,30 @@
-"""The reactor treadle's own commands run on: Twisted's epoll reactor minus a per-event toll.
+"""The reactor treadle's own commands run on: Twisted's epoll reactor, leaner and quicker to wake.
 
 Reactor layer. ``install()`` is called by the command-line entry points before anything
 imports ``twisted.internet.reactor``; it must not be called by library code (a program that
 embeds ``TreadleService`` keeps whatever reactor it chose), and it does nothing when a
-reactor is already installed or the platform has no epoll.
+reactor is already installed or the platform has no epoll. It must not know about HTTP,
+the pool or the bridge: those register plain callables.
 
-Why: Twisted's ``EPollReactor.doPoll`` wraps every ready descriptor's doRead/doWrite in
-``log.callWithLogger``, which pushes a legacy log context (the ``system`` prefix of
-``twisted.python.log`` messages) through four Python frames. A profile of a keep-alive
-request puts that at a tenth of the reactor thread's time, for a prefix treadle's stdlib
-logging never reads. ``LeanEPollReactor`` dispatches events straight to
-``_doReadOrWrite``, which still catches and logs a handler's error and disconnects it.
+What it adds to ``EPollReactor``, each measured (docs/design/decisions.md):
 
-It also offers ``call_after_events(fn)``: run ``fn`` once the events of the current poll
-have all been handled, before the reactor next blocks. The thread pool wakes a thread this
-way, once per batch of requests, for less than ``callLater(0, ...)`` costs (a DelayedCall,
-a heap push and a timeout computation per turn).
+- No log context per event. Twisted's ``doPoll`` wraps every ready descriptor's
+  doRead/doWrite in ``log.callWithLogger``, four Python frames for a legacy log prefix
+  treadle's stdlib logging never reads (a tenth of the reactor thread's time). Events go
+  straight to ``_doReadOrWrite``, which still catches a handler's error and drops only
+  that connection.
+- ``call_after_events(fn)``: run ``fn`` once the events of the current poll are handled,
+  before the reactor next blocks. The pool wakes a thread this way, once per batch, for
+  less than ``callLater(0, ...)`` costs.
+- Drains (``add_drain``) and the ``awake`` flag: while ``awake`` is True the reactor will
+  run every drain before it blocks, so an app thread that queued a response need not wake
+  it (two syscalls and a loop turn saved per response).
+- A bounded idle spin (``set_idle_spin``): after handling I/O, and only while a
+  caller-given condition holds (the pool has no request running), poll without blocking
+  for a few tens of microseconds before sleeping. On a virtual machine a core that halts
+  costs ~50 us to wake, more than the whole request; a client that sends its next request
+  within the window finds the reactor still running. The CPU it can cost is bounded by the
+  window per burst of traffic; 0 turns it off.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("treadle.reactor")
@@ -44,15 +55,39 @@ def install() -> bool:
 
 def _lean_class(base: Any) -> Any:
     class LeanEPollReactor(base):  # type: ignore[misc, valid-type]
-        """EPollReactor whose poll loop calls handlers without a log context per event."""
+        """EPollReactor with a lean event loop, drains and a bounded idle spin."""
 
         def __init__(self) -> None:
             self._after_events: list[Any] = []
+            self._drains: list[Callable[[], bool]] = []
+            self._spin_s = 0.0
+            self._spin_when: Callable[[], bool] = lambda: False
+            self._busy = False  # the last poll returned events: more may follow at once
+            # True while the reactor is handling events: it will run every drain before it
+            # next blocks, so a thread that queued work for a drain need not wake it.
+            self.awake = True
             super().__init__()
 
         def call_after_events(self, fn: Any) -> None:
             """Reactor thread only: run fn() after this poll's events, before blocking again."""
             self._after_events.append(fn)
+
+        def add_drain(self, drain: Callable[[], bool]) -> None:
+            """Reactor thread: call ``drain()`` after every poll's events and before blocking.
+
+            ``drain`` runs what other threads queued for the reactor and returns True if
+            there was anything. Before blocking it runs with ``awake`` False: a thread that
+            queues work from then on must wake the reactor itself.
+            """
+            self._drains.append(drain)
+
+        def remove_drain(self, drain: Callable[[], bool]) -> None:
+            self._drains.remove(drain)
+
+        def set_idle_spin(self, seconds: float, when: Callable[[], bool]) -> None:
+            """After handling I/O, poll up to ``seconds`` before blocking, if ``when()``."""
+            self._spin_s = seconds
+            self._spin_when = when
 
         def _run_after_events(self) -> None:
             pending = self._after_events
@@ -65,17 +100,48 @@ def _lean_class(base: Any) -> Any:
                         log.exception("error in a call after reactor events")
                 pending = self._after_events
 
+        def _drain(self) -> bool:
+            worked = False
+            for drain in self._drains:
+                if drain():
+                    worked = True
+            return worked
+
+        def _spin(self, timeout: float | None) -> list[tuple[int, int]]:
+            """Poll without blocking for up to the spin window (or ``timeout``)."""
+            window = self._spin_s if timeout is None else min(self._spin_s, timeout)
+            poll = self._poller.poll
+            size = len(self._selectables)
+            clock = time.perf_counter
+            end = clock() + window
+            while True:
+                events = poll(0, size)
+                if events or clock() >= end:
+                    return events
+
         def doPoll(self, timeout: float | None) -> None:  # noqa: N802 - Twisted's name
             if self._after_events:
                 self._run_after_events()  # scheduled by timed or thread calls
+            self.awake = False
+            if self._drains and self._drain():
+                timeout = 0  # work arrived as the flag fell: poll, but do not block
+            if self._after_events or self._newTimedCalls or self.threadCallQueue:
+                timeout = 0
             try:
-                events = self._poller.poll(
-                    -1 if timeout is None else timeout, len(self._selectables)
-                )
+                events = None
+                if self._busy and timeout != 0 and self._spin_s and self._spin_when():
+                    events = self._spin(timeout)
+                if not events:
+                    events = self._poller.poll(
+                        -1 if timeout is None else timeout, len(self._selectables)
+                    )
             except OSError as error:
+                self.awake = True
                 if error.errno == errno.EINTR:
                     return
                 raise
+            self.awake = True
+            self._busy = bool(events)
             selectables = self._selectables
             handle = self._doReadOrWrite
             for fd, event in events:
@@ -84,6 +150,8 @@ def _lean_class(base: Any) -> Any:
                     handle(selectable, fd, event)
             if self._after_events:
                 self._run_after_events()
+            if self._drains:
+                self._drain()
 
         doIteration = doPoll
 

@@ -60,7 +60,10 @@ class Server:
         self.config = config
         self.reactor = reactor
         self.stats = Stats()
-        self.outbox = Outbox(reactor.callFromThread)
+        # A LeanEPollReactor (reactor.py) drains the outbox itself before it sleeps, so
+        # app threads wake it only when it is asleep; any other reactor is always woken.
+        lean = hasattr(reactor, "add_drain")
+        self.outbox = Outbox(reactor.callFromThread, reactor if lean else None)
         self.pool = ThreadPool(
             config.pool.threads,
             config.pool.max_queue,
@@ -135,6 +138,11 @@ class Server:
     async def start(self) -> list[str]:
         """Start threads and listeners; returns the addresses (reactor thread)."""
         self.pool.start()
+        if hasattr(self.reactor, "add_drain"):
+            self.reactor.add_drain(self.outbox.drain_pending)
+            spin_us = self.config.pool.idle_spin_us
+            pool = self.pool
+            self.reactor.set_idle_spin(spin_us / 1e6, lambda: pool.all_idle)
         blocking.install(self.reactor)
         self.deadlines.start()
         backlog = self.config.listen.backlog
@@ -173,6 +181,9 @@ class Server:
             channel.close()
         self.deadlines.stop()
         blocking.uninstall()
+        if hasattr(self.reactor, "add_drain"):
+            self.reactor.remove_drain(self.outbox.drain_pending)
+            self.reactor.set_idle_spin(0.0, lambda: False)
 
     def _give_up(self) -> None:
         if self._drained is not None:

@@ -354,6 +354,27 @@ def test_1000_concurrent_connections_are_all_served(serve) -> None:
             sock.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_the_idle_spin_ends_an_idle_server_uses_no_cpu(serve) -> None:
+    # The reactor polls for a while after traffic instead of sleeping at once (--idle-spin-us);
+    # that must stay bounded: once the clients are gone the server sleeps.
+    server = serve("tests.apps.hello:app", "--idle-spin-us", "5000")
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    for _ in range(200):
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"Hello, world!\n"
+    conn.close()
+    before = cpu_seconds(server.proc.pid)
+    time.sleep(1.0)  # a measuring window, not a wait for a condition
+    used = cpu_seconds(server.proc.pid) - before
+    assert used < 0.1, f"an idle server used {used:.2f} s of CPU in 1 s"
+
+
 def test_sigterm_lets_in_flight_requests_finish_then_exits_0(serve) -> None:
     server = serve("tests.apps.slow:app", "--graceful-timeout", "20")
     result: dict[str, object] = {}

@@ -154,3 +154,122 @@ def test_a_call_after_events_scheduled_outside_a_poll_does_not_wait_for_one(reac
     reactor.iterate(3)  # timed calls, then a poll that must run it before blocking for 3 s
     assert len(ran) == 1
     assert ran[0] - started < 1.5, "the call waited for the poll to time out"
+
+
+def test_work_a_drain_finds_as_the_reactor_goes_to_sleep_keeps_it_awake(reactor) -> None:
+    queued = ["work"]
+    seen_awake: list[bool] = []
+    ran: list[str] = []
+
+    def drain() -> bool:
+        seen_awake.append(reactor.awake)
+        if not queued:
+            return False
+        ran.append(queued.pop())
+        return True
+
+    reactor.add_drain(drain)
+    started = time.monotonic()
+    reactor.iterate(3)  # the drain before the poll finds work: the poll must not block 3 s
+    assert ran == ["work"]
+    assert time.monotonic() - started < 1.5, "the reactor slept with work drained"
+    assert seen_awake[0] is False, "a drain before sleeping must see the reactor asleep"
+    reactor.remove_drain(drain)
+
+
+def test_responses_from_many_threads_all_arrive_without_lost_wake_ups(reactor) -> None:
+    import threading
+
+    from treadle.wsgi.bridge import Outbox
+
+    outbox = Outbox(reactor.callFromThread, reactor)
+    reactor.add_drain(outbox.drain_pending)
+    failures: list[str] = []
+
+    def app_thread() -> None:
+        try:
+            for index in range(300):
+                ran = threading.Event()
+                outbox(ran.set)
+                # The reactor blocks for 10 s per turn: a lost wake-up shows as a stall.
+                if not ran.wait(5):
+                    failures.append(f"call {index} waited for a wake-up that never came")
+                    return
+        finally:
+            reactor.wakeUp()  # let the test's last turn end
+
+    threads = [threading.Thread(target=app_thread) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+        reactor.iterate(10)
+    for thread in threads:
+        thread.join(5)
+    assert failures == []
+    reactor.remove_drain(outbox.drain_pending)
+
+
+class RecordingPoller:
+    """The reactor's epoll object, with every poll's timeout written down."""
+
+    def __init__(self, poller) -> None:
+        self.poller = poller
+        self.timeouts: list[float] = []
+
+    def poll(self, timeout, maxevents=-1):
+        self.timeouts.append(timeout)
+        return self.poller.poll(timeout, maxevents)
+
+    def __getattr__(self, name):
+        return getattr(self.poller, name)
+
+
+def test_after_traffic_the_reactor_polls_briefly_before_it_sleeps(reactor) -> None:
+    log: list = []
+    client = connect(reactor, log)
+    recorder = reactor._poller = RecordingPoller(reactor._poller)
+    reactor.set_idle_spin(0.02, lambda: True)
+    client.sendall(b"one")
+    spin(reactor, lambda: log)
+    recorder.timeouts.clear()
+    started = time.monotonic()
+    reactor.iterate(0.2)  # nothing more arrives: spin up to 20 ms, then sleep
+    spins = [t for t in recorder.timeouts if t == 0]
+    assert len(spins) >= 2, recorder.timeouts
+    assert recorder.timeouts[-1] != 0, "it must sleep once the window has passed"
+    assert time.monotonic() - started >= 0.02
+    recorder.timeouts.clear()
+    reactor.iterate(0.05)  # no traffic since: sleep at once, no spin
+    assert 0 not in recorder.timeouts, recorder.timeouts
+    client.close()
+
+
+def test_a_spinning_reactor_handles_what_arrives_within_the_window(reactor) -> None:
+    import threading
+
+    log: list = []
+    client = connect(reactor, log)
+    recorder = reactor._poller = RecordingPoller(reactor._poller)
+    reactor.set_idle_spin(5.0, lambda: True)
+    client.sendall(b"one")
+    spin(reactor, lambda: log)
+    recorder.timeouts.clear()
+    threading.Timer(0.05, client.sendall, (b"two",)).start()
+    reactor.iterate(10)  # the spin finds the second message: no blocking poll at all
+    assert ("data", b"two") in log
+    assert set(recorder.timeouts) == {0}, "the bytes should be found by a non-blocking poll"
+    client.close()
+
+
+def test_no_spin_while_the_condition_is_false(reactor) -> None:
+    log: list = []
+    client = connect(reactor, log)
+    recorder = reactor._poller = RecordingPoller(reactor._poller)
+    reactor.set_idle_spin(1.0, lambda: False)  # e.g. a request is running in the pool
+    client.sendall(b"one")
+    spin(reactor, lambda: log)
+    recorder.timeouts.clear()
+    reactor.iterate(0.05)
+    assert 0 not in recorder.timeouts, recorder.timeouts
+    client.close()

@@ -23,6 +23,13 @@ Headers = list[tuple[str, str]]
 log = logging.getLogger("treadle")
 
 
+class _NeverAwake:
+    awake = False
+
+
+_NEVER_AWAKE = _NeverAwake()
+
+
 class Outbox:
     """Calls from app threads into the reactor, one reactor wake-up per batch.
 
@@ -31,19 +38,20 @@ class Outbox:
     it goes from empty to non-empty, and the reactor runs everything queued since.
     """
 
-    __slots__ = ("_calls", "_armed", "_call_from_thread")
+    __slots__ = ("_calls", "_armed", "_call_from_thread", "_loop")
 
-    def __init__(self, call_from_thread: Callable[..., Any]) -> None:
+    def __init__(self, call_from_thread: Callable[..., Any], loop: Any = None) -> None:
         self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._armed = False
         self._call_from_thread = call_from_thread
+        self._loop = loop if loop is not None else _NEVER_AWAKE
 
     def __call__(self, f: Callable[..., Any], *args: Any) -> None:
         """Called in any thread."""
         self._calls.append((f, args))
         # Append before testing the flag: a drain that already cleared the flag will
         # either see this call or be followed by the one scheduled here.
-        if not self._armed:
+        if not self._armed and not self._loop.awake:
             self._armed = True
             self._call_from_thread(self._drain)
 
@@ -57,9 +65,16 @@ class Outbox:
 
     def flush(self) -> None:
         """Wake the reactor for calls queued with later(). Called in any thread."""
-        if self._calls and not self._armed:
+        if self._calls and not self._armed and not self._loop.awake:
             self._armed = True
             self._call_from_thread(self._drain)
+
+    def drain_pending(self) -> bool:
+        """Reactor thread: run what is queued; True if anything was."""
+        if not self._calls:
+            return False
+        self._drain()
+        return True
 
     def _drain(self) -> None:
         """Called in the reactor thread."""
