@@ -36,6 +36,9 @@ class Outbox:
     Twisted's callFromThread writes to the waker pipe on every call; under load that
     is a syscall per response on both sides. The outbox wakes the reactor only when
     it goes from empty to non-empty, and the reactor runs everything queued since.
+
+    ``loop``, when given, is a reactor that calls ``drain_pending()`` before it blocks
+    (reactor.LeanEPollReactor): while its ``awake`` flag is True it is not woken at all.
     """
 
     __slots__ = ("_calls", "_armed", "_call_from_thread", "_loop")
