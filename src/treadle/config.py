@@ -157,9 +157,9 @@ class Pool:
     )
     idle_spin_us: int = setting(
         50,
-        "Microseconds the reactor keeps polling after a burst of traffic, while no request "
-        "is running, before it sleeps: a client's next request then finds it awake. Costs "
-        "at most this much CPU per burst; 0 turns it off.",
+        "Longest time, in microseconds, the reactor keeps polling after traffic, while no request "
+        "is running, before it sleeps: a client's next request then finds it awake. The "
+        "window shrinks to nothing while traffic is sparse; 0 turns it off.",
         parse=parse_count,
         flag="--idle-spin-us",
         why="waking a halted core costs ~50 us on a VM, a third of a keep-alive request",

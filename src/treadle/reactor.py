@@ -19,12 +19,13 @@ What it adds to ``EPollReactor``, each measured (docs/design/decisions.md):
 - Drains (``add_drain``) and the ``awake`` flag: while ``awake`` is True the reactor will
   run every drain before it blocks, so an app thread that queued a response need not wake
   it (two syscalls and a loop turn saved per response).
-- A bounded idle spin (``set_idle_spin``): after handling I/O, and only while a
+- A bounded, adaptive idle spin (``set_idle_spin``): after handling I/O, and only while a
   caller-given condition holds (the pool has no request running), poll without blocking
   for a few tens of microseconds before sleeping. On a virtual machine a core that halts
   costs ~50 us to wake, more than the whole request; a client that sends its next request
-  within the window finds the reactor still running. The CPU it can cost is bounded by the
-  window per burst of traffic; 0 turns it off.
+  within the window finds the reactor still running. Like Linux's haltpoll governor, the
+  window grows while the next event comes within the longest window and shrinks to nothing
+  while it does not, so sparse traffic costs no CPU; 0 turns it off.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _lean_class(base: Any) -> Any:
         def __init__(self) -> None:
             self._after_events: list[Any] = []
             self._drains: list[Callable[[], bool]] = []
-            self._spin_s = 0.0
+            self._spin_max = 0.0  # the longest spin allowed
+            self._spin_s = 0.0  # the current window: between 0 and _spin_max
             self._spin_when: Callable[[], bool] = lambda: False
             self._busy = False  # the last poll returned events: more may follow at once
             # True while the reactor is handling events: it will run every drain before it
@@ -86,7 +88,7 @@ def _lean_class(base: Any) -> Any:
 
         def set_idle_spin(self, seconds: float, when: Callable[[], bool]) -> None:
             """After handling I/O, poll up to ``seconds`` before blocking, if ``when()``."""
-            self._spin_s = seconds
+            self._spin_max = self._spin_s = seconds
             self._spin_when = when
 
         def _run_after_events(self) -> None:
@@ -119,6 +121,26 @@ def _lean_class(base: Any) -> Any:
                 if events or clock() >= end:
                     return events
 
+        def _spin_then_poll(self, timeout: float | None) -> list[tuple[int, int]]:
+            """Spin for the current window, then block; adapt the window to the idle gap."""
+            window = self._spin_s
+            if window:
+                events = self._spin(timeout)
+                if events:
+                    return events  # caught: the window is right
+            clock = time.perf_counter
+            started = clock()
+            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
+            longest = self._spin_max
+            if events and window + clock() - started <= longest:
+                # The longest window would have caught it: grow towards it.
+                self._spin_s = min(longest, max(window * 2, longest / 4))
+            else:
+                # Sparse traffic: every spin here is wasted CPU. Halve it, down to nothing.
+                window /= 2
+                self._spin_s = window if window >= longest / 16 else 0.0
+            return events
+
         def doPoll(self, timeout: float | None) -> None:  # noqa: N802 - Twisted's name
             if self._after_events:
                 self._run_after_events()  # scheduled by timed or thread calls
@@ -128,10 +150,9 @@ def _lean_class(base: Any) -> Any:
             if self._after_events or self._newTimedCalls or self.threadCallQueue:
                 timeout = 0
             try:
-                events = None
-                if self._busy and timeout != 0 and self._spin_s and self._spin_when():
-                    events = self._spin(timeout)
-                if not events:
+                if self._busy and timeout != 0 and self._spin_max and self._spin_when():
+                    events = self._spin_then_poll(timeout)
+                else:
                     events = self._poller.poll(
                         -1 if timeout is None else timeout, len(self._selectables)
                     )

@@ -273,3 +273,34 @@ def test_no_spin_while_the_condition_is_false(reactor) -> None:
     reactor.iterate(0.05)
     assert 0 not in recorder.timeouts, recorder.timeouts
     client.close()
+
+
+def test_the_spin_fades_under_sparse_traffic_and_returns_for_quick_clients(reactor) -> None:
+    import threading
+
+    log: list = []
+    client = connect(reactor, log)
+    recorder = reactor._poller = RecordingPoller(reactor._poller)
+    reactor.set_idle_spin(0.02, lambda: True)
+
+    def message_after(delay: float) -> int:
+        """One message arriving ``delay`` s after the reactor idles; its non-blocking polls."""
+        count = len(log)
+        recorder.timeouts.clear()
+        if delay:
+            threading.Timer(delay, client.sendall, (b"x",)).start()
+        else:
+            client.sendall(b"x")
+        deadline = time.monotonic() + 10
+        while len(log) == count and time.monotonic() < deadline:
+            reactor.iterate(1)
+        assert len(log) > count, "the message never arrived"
+        return recorder.timeouts.count(0)
+
+    message_after(0)  # traffic: the reactor is now in a burst
+    sparse = [message_after(0.06) for _ in range(8)]  # each gap is longer than any window
+    assert sparse[0] > 0, "the first idle gap after traffic is spun"
+    assert sparse[-2:] == [0, 0], f"spinning went on under sparse traffic: {sparse}"
+    message_after(0)  # a client that answers at once: the window grows back
+    assert message_after(0.001) > 0, "a quick client is caught by the spin again"
+    client.close()
