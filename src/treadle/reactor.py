@@ -86,10 +86,13 @@ def _lean_class(base: Any) -> Any:
         def remove_drain(self, drain: Callable[[], bool]) -> None:
             self._drains.remove(drain)
 
-        def set_idle_spin(self, seconds: float, when: Callable[[], bool]) -> None:
-            """After handling I/O, poll up to ``seconds`` before blocking, if ``when()``."""
+        def set_idle_spin(self, seconds: float, when: Callable[[], bool] | None = None) -> None:
+            """After handling I/O, poll up to ``seconds`` before blocking, if ``when()``.
+
+            0 seconds turns the spin off; without ``when`` it may always spin.
+            """
             self._spin_max = self._spin_s = seconds
-            self._spin_when = when
+            self._spin_when = when or (lambda: True)
 
         def _run_after_events(self) -> None:
             pending = self._after_events
@@ -110,7 +113,7 @@ def _lean_class(base: Any) -> Any:
             return worked
 
         def _spin(self, timeout: float | None) -> list[tuple[int, int]]:
-            """Poll without blocking for up to the spin window (or ``timeout``)."""
+            """Poll without blocking for up to the current window (or ``timeout``)."""
             window = self._spin_s if timeout is None else min(self._spin_s, timeout)
             poll = self._poller.poll
             size = len(self._selectables)
@@ -121,25 +124,15 @@ def _lean_class(base: Any) -> Any:
                 if events or clock() >= end:
                     return events
 
-        def _spin_then_poll(self, timeout: float | None) -> list[tuple[int, int]]:
-            """Spin for the current window, then block; adapt the window to the idle gap."""
-            window = self._spin_s
-            if window:
-                events = self._spin(timeout)
-                if events:
-                    return events  # caught: the window is right
-            clock = time.perf_counter
-            started = clock()
-            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
-            longest = self._spin_max
-            if events and window + clock() - started <= longest:
-                # The longest window would have caught it: grow towards it.
+        def _adapt_spin(self, caught: bool, gap_s: float) -> None:
+            """After a spin that missed: grow the window if the longest would have caught."""
+            window, longest = self._spin_s, self._spin_max
+            if caught and gap_s <= longest:
                 self._spin_s = min(longest, max(window * 2, longest / 4))
             else:
                 # Sparse traffic: every spin here is wasted CPU. Halve it, down to nothing.
                 window /= 2
                 self._spin_s = window if window >= longest / 16 else 0.0
-            return events
 
         def doPoll(self, timeout: float | None) -> None:  # noqa: N802 - Twisted's name
             if self._after_events:
@@ -149,13 +142,17 @@ def _lean_class(base: Any) -> Any:
                 timeout = 0  # work arrived as the flag fell: poll, but do not block
             if self._after_events or self._newTimedCalls or self.threadCallQueue:
                 timeout = 0
+            spinning = bool(self._busy and timeout != 0 and self._spin_max and self._spin_when())
             try:
-                if self._busy and timeout != 0 and self._spin_max and self._spin_when():
-                    events = self._spin_then_poll(timeout)
-                else:
+                events = self._spin(timeout) if spinning and self._spin_s else []
+                if not events:
+                    started = time.perf_counter() if spinning else 0.0
                     events = self._poller.poll(
                         -1 if timeout is None else timeout, len(self._selectables)
                     )
+                    if spinning:
+                        gap_s = self._spin_s + time.perf_counter() - started
+                        self._adapt_spin(bool(events), gap_s)
             except OSError as error:
                 self.awake = True
                 if error.errno == errno.EINTR:

@@ -62,8 +62,8 @@ class Server:
         self.stats = Stats()
         # A LeanEPollReactor (reactor.py) drains the outbox itself before it sleeps, so
         # app threads wake it only when it is asleep; any other reactor is always woken.
-        lean = hasattr(reactor, "add_drain")
-        self.outbox = Outbox(reactor.callFromThread, reactor if lean else None)
+        self.lean_reactor = hasattr(reactor, "add_drain")
+        self.outbox = Outbox(reactor.callFromThread, reactor if self.lean_reactor else None)
         self.pool = ThreadPool(
             config.pool.threads,
             config.pool.max_queue,
@@ -138,11 +138,10 @@ class Server:
     async def start(self) -> list[str]:
         """Start threads and listeners; returns the addresses (reactor thread)."""
         self.pool.start()
-        if hasattr(self.reactor, "add_drain"):
+        if self.lean_reactor:
             self.reactor.add_drain(self.outbox.drain_pending)
-            spin_us = self.config.pool.idle_spin_us
             pool = self.pool
-            self.reactor.set_idle_spin(spin_us / 1e6, lambda: pool.all_idle)
+            self.reactor.set_idle_spin(self.config.pool.idle_spin_us / 1e6, lambda: pool.all_idle)
         blocking.install(self.reactor)
         self.deadlines.start()
         backlog = self.config.listen.backlog
@@ -181,9 +180,9 @@ class Server:
             channel.close()
         self.deadlines.stop()
         blocking.uninstall()
-        if hasattr(self.reactor, "add_drain"):
+        if self.lean_reactor:
             self.reactor.remove_drain(self.outbox.drain_pending)
-            self.reactor.set_idle_spin(0.0, lambda: False)
+            self.reactor.set_idle_spin(0.0)
 
     def _give_up(self) -> None:
         if self._drained is not None:

@@ -360,7 +360,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def test_the_idle_spin_ends_an_idle_server_uses_no_cpu(serve) -> None:
+def test_after_traffic_an_idle_server_stops_spinning(serve) -> None:
     # The reactor polls for a while after traffic instead of sleeping at once (--idle-spin-us);
     # that must stay bounded: once the clients are gone the server sleeps.
     server = serve("tests.apps.hello:app", "--idle-spin-us", "5000")

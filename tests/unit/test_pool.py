@@ -46,6 +46,23 @@ class Turns:
             wake()
 
 
+@pytest.fixture
+def started():
+    """``started(threads, max_queue)`` -> (pool, turns): a running pool, stopped afterwards."""
+    pools: list[ThreadPool] = []
+
+    def start(threads: int, max_queue: int) -> tuple[ThreadPool, Turns]:
+        turns = Turns()
+        pool = ThreadPool(threads, max_queue, name=f"t-{len(pools)}", schedule=turns.schedule)
+        pool.start()
+        pools.append(pool)
+        return pool, turns
+
+    yield start
+    for pool in pools:
+        pool.stop(5)
+
+
 def wait_until(predicate, what: str) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not predicate():
@@ -62,10 +79,8 @@ def test_threads_start_only_in_start() -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("t-start")]
 
 
-def test_a_full_queue_refuses_at_once() -> None:
-    turns = Turns()
-    pool = ThreadPool(1, 1, name="t-full", schedule=turns.schedule)
-    pool.start()
+def test_a_full_queue_refuses_at_once(started) -> None:
+    pool, turns = started(1, 1)
     done: list = []
     gate = threading.Event()
     busy = Job(done, gate)
@@ -77,13 +92,10 @@ def test_a_full_queue_refuses_at_once() -> None:
     gate.set()
     turns.turn()
     wait_until(lambda: len(done) == 2, "both accepted jobs run")
-    pool.stop(5)
 
 
-def test_a_cancelled_job_is_dropped_when_dequeued() -> None:
-    turns = Turns()
-    pool = ThreadPool(1, 10, name="t-drop", schedule=turns.schedule)
-    pool.start()
+def test_a_cancelled_job_is_dropped_when_dequeued(started) -> None:
+    pool, turns = started(1, 10)
     done: list = []
     gate = threading.Event()
     pool.submit(Job(done, gate))
@@ -95,13 +107,10 @@ def test_a_cancelled_job_is_dropped_when_dequeued() -> None:
     wait_until(lambda: len(done) == 2, "the queue drains")
     assert ("dropped", cancelled) in done
     assert pool.dropped == 1
-    pool.stop(5)
 
 
-def test_many_jobs_from_many_turns_all_run() -> None:
-    turns = Turns()
-    pool = ThreadPool(4, 10_000, name="t-many", schedule=turns.schedule)
-    pool.start()
+def test_many_jobs_from_many_turns_all_run(started) -> None:
+    pool, turns = started(4, 10_000)
     done: list = []
     for batch in range(200):
         for _ in range(batch % 7):
@@ -109,13 +118,10 @@ def test_many_jobs_from_many_turns_all_run() -> None:
         turns.turn()
     expected = sum(batch % 7 for batch in range(200))
     wait_until(lambda: len(done) == expected, f"all {expected} jobs run (no lost wake-up)")
-    pool.stop(5)
 
 
-def test_blocking_jobs_run_in_parallel() -> None:
-    turns = Turns()
-    pool = ThreadPool(4, 100, name="t-par", schedule=turns.schedule)
-    pool.start()
+def test_blocking_jobs_run_in_parallel(started) -> None:
+    pool, turns = started(4, 100)
     done: list = []
     gate = threading.Event()
     jobs = [Job(done, gate) for _ in range(4)]
@@ -127,7 +133,6 @@ def test_blocking_jobs_run_in_parallel() -> None:
         assert job.started.wait(DEADLINE_S)
     gate.set()
     wait_until(lambda: len(done) == 4, "all finish")
-    pool.stop(5)
 
 
 def open_fds() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -87,8 +88,6 @@ def test_a_failing_handler_loses_only_its_connection(reactor) -> None:
 
 
 def test_threads_calling_in_wake_the_reactor(reactor) -> None:
-    import threading
-
     seen: list = []
     threading.Thread(target=lambda: reactor.callFromThread(seen.append, "called")).start()
     spin(reactor, lambda: seen)
@@ -178,8 +177,6 @@ def test_work_a_drain_finds_as_the_reactor_goes_to_sleep_keeps_it_awake(reactor)
 
 
 def test_responses_from_many_threads_all_arrive_without_lost_wake_ups(reactor) -> None:
-    import threading
-
     from treadle.wsgi.bridge import Outbox
 
     outbox = Outbox(reactor.callFromThread, reactor)
@@ -225,14 +222,21 @@ class RecordingPoller:
         return getattr(self.poller, name)
 
 
-def test_after_traffic_the_reactor_polls_briefly_before_it_sleeps(reactor) -> None:
+def after_traffic(reactor, spin_s: float, when=None):
+    """A connection that has just sent a message (so the reactor is in a burst), with the
+    idle spin set and every poll's timeout recorded from now on."""
     log: list = []
     client = connect(reactor, log)
     recorder = reactor._poller = RecordingPoller(reactor._poller)
-    reactor.set_idle_spin(0.02, lambda: True)
+    reactor.set_idle_spin(spin_s, when)
     client.sendall(b"one")
     spin(reactor, lambda: log)
     recorder.timeouts.clear()
+    return client, log, recorder
+
+
+def test_after_traffic_the_reactor_polls_briefly_before_it_sleeps(reactor) -> None:
+    client, _log, recorder = after_traffic(reactor, 0.02)
     started = time.monotonic()
     reactor.iterate(0.2)  # nothing more arrives: spin up to 20 ms, then sleep
     spins = [t for t in recorder.timeouts if t == 0]
@@ -246,15 +250,7 @@ def test_after_traffic_the_reactor_polls_briefly_before_it_sleeps(reactor) -> No
 
 
 def test_a_spinning_reactor_handles_what_arrives_within_the_window(reactor) -> None:
-    import threading
-
-    log: list = []
-    client = connect(reactor, log)
-    recorder = reactor._poller = RecordingPoller(reactor._poller)
-    reactor.set_idle_spin(5.0, lambda: True)
-    client.sendall(b"one")
-    spin(reactor, lambda: log)
-    recorder.timeouts.clear()
+    client, log, recorder = after_traffic(reactor, 5.0)
     threading.Timer(0.05, client.sendall, (b"two",)).start()
     reactor.iterate(10)  # the spin finds the second message: no blocking poll at all
     assert ("data", b"two") in log
@@ -263,25 +259,15 @@ def test_a_spinning_reactor_handles_what_arrives_within_the_window(reactor) -> N
 
 
 def test_no_spin_while_the_condition_is_false(reactor) -> None:
-    log: list = []
-    client = connect(reactor, log)
-    recorder = reactor._poller = RecordingPoller(reactor._poller)
-    reactor.set_idle_spin(1.0, lambda: False)  # e.g. a request is running in the pool
-    client.sendall(b"one")
-    spin(reactor, lambda: log)
-    recorder.timeouts.clear()
+    # e.g. a request is running in the pool
+    client, _log, recorder = after_traffic(reactor, 1.0, when=lambda: False)
     reactor.iterate(0.05)
     assert 0 not in recorder.timeouts, recorder.timeouts
     client.close()
 
 
 def test_the_spin_fades_under_sparse_traffic_and_returns_for_quick_clients(reactor) -> None:
-    import threading
-
-    log: list = []
-    client = connect(reactor, log)
-    recorder = reactor._poller = RecordingPoller(reactor._poller)
-    reactor.set_idle_spin(0.02, lambda: True)
+    client, log, recorder = after_traffic(reactor, 0.02)
 
     def message_after(delay: float) -> int:
         """One message arriving ``delay`` s after the reactor idles; its non-blocking polls."""
@@ -297,7 +283,6 @@ def test_the_spin_fades_under_sparse_traffic_and_returns_for_quick_clients(react
         assert len(log) > count, "the message never arrived"
         return recorder.timeouts.count(0)
 
-    message_after(0)  # traffic: the reactor is now in a burst
     sparse = [message_after(0.06) for _ in range(8)]  # each gap is longer than any window
     assert sparse[0] > 0, "the first idle gap after traffic is spun"
     assert sparse[-2:] == [0, 0], f"spinning went on under sparse traffic: {sparse}"

@@ -52,11 +52,7 @@ class Outbox:
     def __call__(self, f: Callable[..., Any], *args: Any) -> None:
         """Called in any thread."""
         self._calls.append((f, args))
-        # Append before testing the flag: a drain that already cleared the flag will
-        # either see this call or be followed by the one scheduled here.
-        if not self._armed and not self._loop.awake:
-            self._armed = True
-            self._call_from_thread(self._drain)
+        self.flush()
 
     def later(self, f: Callable[..., Any], *args: Any) -> None:
         """Queue a call without waking the reactor; the caller promises a flush() soon.
@@ -67,7 +63,9 @@ class Outbox:
         self._calls.append((f, args))
 
     def flush(self) -> None:
-        """Wake the reactor for calls queued with later(). Called in any thread."""
+        """Wake the reactor for queued calls, unless it will run them anyway. Any thread."""
+        # Called after the append: a drain that already cleared _armed (or a reactor that
+        # already cleared awake) will either see the calls or be followed by this wake-up.
         if self._calls and not self._armed and not self._loop.awake:
             self._armed = True
             self._call_from_thread(self._drain)
