@@ -375,6 +375,32 @@ def test_after_traffic_an_idle_server_stops_spinning(serve) -> None:
     assert used < 0.1, f"an idle server used {used:.2f} s of CPU in 1 s"
 
 
+def gc_settings(server) -> str:
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    conn.request("GET", "/")
+    body = conn.getresponse().read().decode()
+    conn.close()
+    return body.strip()
+
+
+def test_the_app_runs_with_a_raised_young_gc_threshold_and_frozen_startup_objects(serve) -> None:
+    # A burst of waiting requests is alive, not garbage: collecting every 700 allocations
+    # only promotes it (--gc-threshold); what was loaded at startup is frozen.
+    default = serve("tests.apps.gcinfo:app")
+    young, middle, old, frozen = gc_settings(default).split()
+    assert young == "20000"
+    assert int(frozen.removeprefix("frozen=")) > 1000
+    own = serve("tests.apps.gcinfo:app", "--gc-threshold", "0")
+    interpreter = subprocess.run(
+        [sys.executable, "-c", "import gc; print(*gc.get_threshold())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert gc_settings(own).split()[:3] == interpreter
+    assert [middle, old] == interpreter[1:]
+
+
 def test_sigterm_lets_in_flight_requests_finish_then_exits_0(serve) -> None:
     server = serve("tests.apps.slow:app", "--graceful-timeout", "20")
     result: dict[str, object] = {}
