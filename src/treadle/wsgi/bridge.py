@@ -120,25 +120,14 @@ class ResponseSink(Protocol):
 
 
 class ResponseChannel:
-    """App-thread handle on one response. Not shared between requests."""
+    """App-thread handle on one response. Not shared between requests.
 
-    __slots__ = (
-        "_call",
-        "_call_later",
-        "_sink",
-        "_cancel",
-        "_high_water",
-        "_low_water",
-        "_lock",
-        "_cond",
-        "_head",
-        "_chunks",
-        "_buffered",
-        "_finished",
-        "_scheduled",
-        "_started",
-        "_waiting",
-    )
+    A whole response (the common case) crosses in one call and needs nothing else; the
+    state that streaming needs (a lock, the batch, the high-water wait) is made on the
+    first streamed call, in the app thread, before the reactor can see it.
+    """
+
+    __slots__ = ("_call", "_call_later", "_sink", "_cancel", "_high_water", "_stream")
 
     def __init__(
         self,
@@ -154,16 +143,7 @@ class ResponseChannel:
         self._sink = sink
         self._cancel = cancel
         self._high_water = high_water_bytes
-        self._low_water = high_water_bytes // 2
-        self._lock = threading.Lock()
-        self._cond: threading.Condition | None = None
-        self._head: tuple[str, Headers] | None = None
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._finished = False
-        self._scheduled = False
-        self._started = False
-        self._waiting = False
+        self._stream: _Stream | None = None
 
     def respond(self, status: str, headers: Headers, body: bytes) -> None:
         """Called in an app thread: the whole response in one crossing."""
@@ -185,14 +165,74 @@ class ResponseChannel:
 
     def start(self, status: str, headers: Headers) -> None:
         """Called in an app thread: the head of a streamed response (sent with the first batch)."""
+        self._streaming().start(status, headers)
+
+    def write(self, data: bytes) -> None:
+        """Called in an app thread. Blocks while too much waits for a slow client."""
+        if not self._cancel.is_set():
+            self._streaming().write(data)
+
+    def finish(self) -> None:
+        """Called in an app thread: the streamed response is complete."""
+        self._streaming().finish()
+
+    def _streaming(self) -> _Stream:
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = _Stream(self._call, self._sink, self._cancel, self._high_water)
+        return stream
+
+
+class _Stream:
+    """A streamed response's batch: app threads add to it, the reactor empties it."""
+
+    __slots__ = (
+        "_call",
+        "_sink",
+        "_cancel",
+        "_high_water",
+        "_low_water",
+        "_lock",
+        "_cond",
+        "_head",
+        "_chunks",
+        "_buffered",
+        "_finished",
+        "_scheduled",
+        "_started",
+        "_waiting",
+    )
+
+    def __init__(
+        self,
+        call_from_thread: Callable[..., Any],
+        sink: ResponseSink,
+        cancel: CancelToken,
+        high_water_bytes: int,
+    ) -> None:
+        self._call = call_from_thread
+        self._sink = sink
+        self._cancel = cancel
+        self._high_water = high_water_bytes
+        self._low_water = high_water_bytes // 2
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None
+        self._head: tuple[str, Headers] | None = None
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._finished = False
+        self._scheduled = False
+        self._started = False
+        self._waiting = False
+
+    def start(self, status: str, headers: Headers) -> None:
+        """App thread."""
         with self._lock:
             self._head = (status, headers)
         self._schedule()
 
     def write(self, data: bytes) -> None:
-        """Called in an app thread. Blocks while too much waits for a slow client."""
-        if self._cancel.is_set():
-            return
+        """App thread."""
         with self._lock:
             self._chunks.append(data)
             self._buffered += len(data)
@@ -202,7 +242,7 @@ class ResponseChannel:
             self._wait_for_drain()
 
     def finish(self) -> None:
-        """Called in an app thread: the streamed response is complete."""
+        """App thread."""
         with self._lock:
             self._finished = True
         self._schedule()
