@@ -240,6 +240,14 @@ class Timeouts:
         flag="--body-timeout",
         why="nginx's client_body_timeout",
     )
+    send_timeout_s: float = setting(
+        60.0,
+        "Drop a connection whose client has taken none of the response for this long while "
+        "treadle's send buffer for it is full (a client that stopped reading).",
+        parse=parse_seconds,
+        flag="--send-timeout",
+        why="nginx's send_timeout: the time between two successful writes",
+    )
     graceful_timeout_s: float = setting(
         30.0,
         "On SIGTERM/SIGINT, how long in-flight requests may finish before exit.",

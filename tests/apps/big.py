@@ -35,3 +35,10 @@ def file(environ, start_response):
             out.write(bytes(range(256)) * 4096)  # 1 MiB, recognisable
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     return environ["wsgi.file_wrapper"](open(_path, "rb"), 8192)
+
+
+def whole(environ, start_response):
+    """One MiB in one piece: the response crosses to the reactor whole."""
+    headers = [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(CHUNK)))]
+    start_response("200 OK", headers)
+    return [CHUNK]

@@ -259,6 +259,62 @@ def test_a_1gib_stream_to_a_slow_reader_keeps_memory_bounded(serve) -> None:
     assert peak < 100 * 1024, f"server RSS reached {peak} KiB"
 
 
+def test_pipelining_without_reading_answers_nothing_ahead_and_then_everything(serve) -> None:
+    # A client that pipelines requests for 1 MiB pages and reads none of the answers must
+    # not make the server hold a response per request: the next request starts only once
+    # the client has taken the previous response. When it reads, it gets them all.
+    server = serve("tests.apps.big:whole")
+    count = 200
+    with connect(server.port, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        peak = 0
+        window_end = time.monotonic() + 2.0  # a measuring window while nothing is read
+        while time.monotonic() < window_end:
+            peak = max(peak, rss_kib(server.proc.pid))
+            time.sleep(0.05)
+        bodies = 0
+        for _ in range(count):
+            response = read_response(sock)
+            bodies += response.status == 200 and len(response.body) == 1024 * 1024
+    assert peak < 120 * 1024, f"server RSS reached {peak} KiB"
+    assert bodies == count
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(serve) -> None:
+    server = serve("tests.apps.big:stream", "--send-timeout", "2")
+    with connect(server.port, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /?mib=1024 HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for_line("client read nothing for")
+        # The app's iterable is closed (its thread is free) and the connection is gone.
+        server.wait_for_line("stream body closed")
+        received = 0
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(1024 * 1024):
+                received += 1
+    raw = exchange(server.port, b"GET /?mib=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(raw) == 200
+
+
+def test_a_slow_reader_that_keeps_reading_is_not_dropped(serve) -> None:
+    server = serve("tests.apps.big:stream", "--send-timeout", "2")
+    with connect(server.port, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /?mib=1024 HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        end = time.monotonic() + 5.0  # longer than the send timeout, reading all along
+        while time.monotonic() < end:
+            chunk = sock.recv(64 * 1024)
+            assert chunk, "the server dropped a client that was reading"
+            received += len(chunk)
+            # Paces the reader (at most 640 KiB/s, far slower than the server) in steps
+            # a loopback window update (one 64 KiB segment) can follow.
+            time.sleep(0.1)
+    assert "client read nothing" not in server.output
+    assert received > 0
+
+
 def test_app_errors_give_500_or_abort_and_never_a_traceback(serve) -> None:
     for target, expect in [
         ("tests.apps.errors:before_head", 500),

@@ -125,6 +125,36 @@ def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
     assert h.transport.producerState == "producing"
 
 
+def test_a_pipelined_request_waits_until_the_client_takes_the_previous_response() -> None:
+    def echo_path(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["PATH_INFO"].encode()]
+
+    h = Harness(echo_path, run_inline=False)
+    h.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.protocol.pauseProducing()  # the client stopped reading: the send buffer is full
+    h.held.pop(0).run()
+    assert b"\r\n\r\n/a" in h.take()
+    assert h.held == [], "no new response may pile up while the client is not reading"
+    h.protocol.resumeProducing()
+    assert len(h.held) == 1
+    h.held.pop(0).run()
+    assert h.take().endswith(b"\r\n\r\n/b")
+    assert h.transport.producerState == "producing"
+
+
+def test_a_request_sent_while_the_client_is_not_reading_waits_without_a_deadline() -> None:
+    h = Harness(header_timeout_s=5.0)
+    h.send(GET)
+    h.protocol.pauseProducing()
+    assert h.send(GET) == b"", "answered while the client was not reading"
+    h.advance(30)  # past the head deadline: the head was complete, so no 408
+    assert not h.closed and h.take() == b""
+    h.protocol.resumeProducing()
+    assert h.take().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert not h.closed
+
+
 def test_a_head_trickling_in_gets_408_at_its_deadline() -> None:
     h = Harness(header_timeout_s=5.0)
     # A byte a second never extends the head deadline.

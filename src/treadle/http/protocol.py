@@ -13,6 +13,7 @@ transport's streaming producer; a paused transport pauses the response source).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,14 @@ from treadle.http import h1
 from treadle.http.events import Data, EndOfMessage, Event, RequestHead
 from treadle.http.exchange import APP, BODY, CLOSED, HEAD, IDLE, Exchange
 
+try:
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ  # SIOCOUTQ: unacknowledged bytes in a TCP send queue
+except (ImportError, AttributeError):  # not on this platform
+    _OUTQ = None
+
 log = logging.getLogger("treadle")
 
 SEND_LIMIT_BYTES = 4 * 1024 * 1024
@@ -42,6 +51,27 @@ def address_tuple(address: Any) -> tuple[str, int] | None:
     if isinstance(address, IPv4Address | IPv6Address):
         return (address.host, address.port)
     return None
+
+
+def unsent_bytes(transport: Any) -> int | None:
+    """Bytes sent to a client that it has not taken yet; None if that cannot be told.
+
+    Twisted's buffer and the kernel's send queue both count: a slow reader frees room in
+    the kernel's queue long before the socket is writable again (Linux waits for half of
+    it). TLS wraps the TCP transport: the encrypted bytes there show the client's progress.
+    """
+    while transport is not None and not hasattr(transport, "dataBuffer"):
+        transport = getattr(transport, "transport", None)
+    if transport is None:
+        return None
+    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    if _OUTQ is None:
+        return unsent
+    try:
+        queued = fcntl.ioctl(transport.fileno(), _OUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return unsent  # a closing socket: Twisted's buffer alone tells
+    return unsent + int.from_bytes(queued, sys.byteorder, signed=True)
 
 
 def describe_address(address: Any) -> str:
@@ -77,11 +107,35 @@ class HTTPFactory(Factory):
         self.on_finished = on_finished
         self.scheme = scheme
         self.connections: set[HTTPChannel] = set()
+        # Connections whose client is not taking what we send (the transport paused us).
+        self.stalled: set[HTTPChannel] = set()
         self.draining = False
         self.on_quiet: Callable[[], None] | None = None  # a connection ended or went idle
 
     def _tick(self, now: float) -> None:
         self.date = h1.http_date(now)
+        if self.stalled:
+            self.check_stalled(now)
+
+    def check_stalled(self, now: float) -> None:
+        """Drop connections whose client took nothing for --send-timeout (once a tick)."""
+        limit = self.timeouts.send_timeout_s
+        for channel in list(self.stalled):
+            unsent = unsent_bytes(channel.transport)
+            if unsent is None:
+                continue
+            if channel.unsent is None or unsent < channel.unsent:
+                channel.unsent = unsent  # the client took some: it is slow, not gone
+                channel.progress_at = now
+            elif now - channel.progress_at >= limit:
+                log.info(
+                    "%s: client read nothing for %.0f s with %d bytes waiting; dropped",
+                    channel.peer_text,
+                    now - channel.progress_at,
+                    unsent,
+                )
+                self.stalled.discard(channel)
+                channel.transport.abortConnection()
 
     def buildProtocol(self, addr: Any) -> HTTPChannel:
         return HTTPChannel(self)
@@ -129,6 +183,8 @@ class HTTPChannel(Protocol):
         self.reading_paused = False
         self.served = 0  # responses completed on this connection
         self.producer_paused = False
+        self.unsent: int | None = None  # while stalled: the least unsent byte count seen
+        self.progress_at = 0.0  # while stalled: when the client last took something
         self.local: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
         self.peer_text = "-"
@@ -159,6 +215,7 @@ class HTTPChannel(Protocol):
         self.state = CLOSED
         self.deadline = None
         self.factory.connections.discard(self)
+        self.factory.stalled.discard(self)
         self.factory.deadlines.watched.discard(self)
         self.backlog.clear()
         current, self.current = self.current, None
@@ -200,13 +257,21 @@ class HTTPChannel(Protocol):
 
     def pauseProducing(self) -> None:
         self.producer_paused = True
+        self.unsent = None
+        self.progress_at = self.factory.deadlines.now
+        self.factory.stalled.add(self)
         if self.current is not None:
             self.current.pause()
 
     def resumeProducing(self) -> None:
         self.producer_paused = False
+        self.factory.stalled.discard(self)
         if self.current is not None:
             self.current.resume()
+        elif self.state == IDLE:
+            # The client took our last response: only now start what it sent since.
+            self.deadline = self.factory.deadlines.now + self.factory.timeouts.keep_alive_timeout_s
+            self.next_request()
 
     def stopProducing(self) -> None:
         self.close()
@@ -247,7 +312,14 @@ class HTTPChannel(Protocol):
             if parser.error is not None:
                 events.append(parser.error)
         for event in events:
-            if self.backlog or (self.current is not None and type(event) is RequestHead):
+            if self.backlog or (
+                type(event) is RequestHead and (self.current is not None or self.producer_paused)
+            ):
+                if self.current is None and self.state == HEAD:
+                    # Whole, but the client is not reading our responses: it waits idle
+                    # (no head deadline) until the transport resumes us.
+                    self.state = IDLE
+                    self.deadline = None
                 self.backlog.append(event)
                 self.pause_reading()
             else:
@@ -384,10 +456,20 @@ class HTTPChannel(Protocol):
             self.close()
             return
         self.state = IDLE
+        if self.producer_paused:
+            # The client has not taken this response yet: starting its next request would
+            # pile responses up in memory. resumeProducing() goes on; --send-timeout drops
+            # a client that never reads.
+            self.deadline = None
+            return
         self.deadline = self.factory.deadlines.now + self.factory.timeouts.keep_alive_timeout_s
+        self.next_request()
+
+    def next_request(self) -> None:
+        """Start the requests the client pipelined, in order, then read on."""
         backlog, self.backlog = self.backlog, []
         for index, event in enumerate(backlog):
-            if self.current is not None and type(event) is RequestHead:
+            if type(event) is RequestHead and (self.current is not None or self.producer_paused):
                 self.backlog = backlog[index:]
                 return
             self.handle(event)
