@@ -7,7 +7,9 @@ dispatcher and request-body classes are injected by server.py). It owns the
 connection's state (idle, reading a head, reading a body, waiting for the app),
 its deadlines (on the shared timer wheel), pipelining (later requests wait, with
 reading paused, until the current response is done) and flow control (it is the
-transport's streaming producer; a paused transport pauses the response source).
+transport's streaming producer; a paused transport pauses the response source and
+holds back the next pipelined request, and a client that takes nothing for
+--send-timeout is dropped).
 """
 
 from __future__ import annotations
