@@ -27,6 +27,11 @@ def hello(environ, start_response):
     return [b"hello"]
 
 
+def echo_path(environ, start_response):
+    start_response("200 OK", [])
+    return [environ["PATH_INFO"].encode()]
+
+
 class Harness:
     def __init__(self, app=hello, run_inline: bool = True, **settings: Any) -> None:
         self.clock = MemoryReactorClock()
@@ -96,6 +101,7 @@ class Harness:
 
 
 GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+PIPELINED_A_B = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 def test_get_is_answered_with_length_date_and_keep_alive() -> None:
@@ -109,12 +115,8 @@ def test_get_is_answered_with_length_date_and_keep_alive() -> None:
 
 
 def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
-    def echo_path(environ, start_response):
-        start_response("200 OK", [])
-        return [environ["PATH_INFO"].encode()]
-
     h = Harness(echo_path, run_inline=False)
-    h.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.send(PIPELINED_A_B)
     assert len(h.held) == 1, "the second request must wait for the first response"
     assert h.transport.producerState == "paused", "reading pauses while requests queue up"
     h.held.pop(0).run()
@@ -126,12 +128,8 @@ def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
 
 
 def test_a_pipelined_request_waits_until_the_client_takes_the_previous_response() -> None:
-    def echo_path(environ, start_response):
-        start_response("200 OK", [])
-        return [environ["PATH_INFO"].encode()]
-
     h = Harness(echo_path, run_inline=False)
-    h.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.send(PIPELINED_A_B)
     h.protocol.pauseProducing()  # the client stopped reading: the send buffer is full
     h.held.pop(0).run()
     assert b"\r\n\r\n/a" in h.take()

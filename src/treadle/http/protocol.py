@@ -271,9 +271,7 @@ class HTTPChannel(Protocol):
         if self.current is not None:
             self.current.resume()
         elif self.state == IDLE:
-            # The client took our last response: only now start what it sent since.
-            self.deadline = self.factory.deadlines.now + self.factory.timeouts.keep_alive_timeout_s
-            self.next_request()
+            self.carry_on()  # the client took our last response: start what it sent since
 
     def stopProducing(self) -> None:
         self.close()
@@ -314,9 +312,7 @@ class HTTPChannel(Protocol):
             if parser.error is not None:
                 events.append(parser.error)
         for event in events:
-            if self.backlog or (
-                type(event) is RequestHead and (self.current is not None or self.producer_paused)
-            ):
+            if self.backlog or (type(event) is RequestHead and self.must_wait()):
                 if self.current is None and self.state == HEAD:
                     # Whole, but the client is not reading our responses: it waits idle
                     # (no head deadline) until the transport resumes us.
@@ -458,20 +454,25 @@ class HTTPChannel(Protocol):
             self.close()
             return
         self.state = IDLE
+        self.carry_on()
+
+    def must_wait(self) -> bool:
+        """A new request waits while one runs, or while the client is not taking our responses.
+
+        Starting it while the transport is paused would pile responses up in memory;
+        resumeProducing() carries on, and --send-timeout drops a client that never reads.
+        """
+        return self.current is not None or self.producer_paused
+
+    def carry_on(self) -> None:
+        """Idle after a response: start the requests the client pipelined, then read on."""
         if self.producer_paused:
-            # The client has not taken this response yet: starting its next request would
-            # pile responses up in memory. resumeProducing() goes on; --send-timeout drops
-            # a client that never reads.
-            self.deadline = None
+            self.deadline = None  # waiting on the client to read, not to send
             return
         self.deadline = self.factory.deadlines.now + self.factory.timeouts.keep_alive_timeout_s
-        self.next_request()
-
-    def next_request(self) -> None:
-        """Start the requests the client pipelined, in order, then read on."""
         backlog, self.backlog = self.backlog, []
         for index, event in enumerate(backlog):
-            if type(event) is RequestHead and (self.current is not None or self.producer_paused):
+            if type(event) is RequestHead and self.must_wait():
                 self.backlog = backlog[index:]
                 return
             self.handle(event)
