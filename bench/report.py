@@ -28,6 +28,7 @@ class Summary:
     worst_unaccepted: int | None = None
     error_detail: str = ""
     peak_rss: float | None = None
+    cpu_us: float | None = None  # server CPU (user + system) per request, microseconds
     idle_rss: float | None = None
     idle_peak_rss: float | None = None
     opened: int | None = None
@@ -59,6 +60,9 @@ def summarize(samples: list[dict[str, Any]]) -> Summary:
         summary.worst_errors, summary.error_detail = worst["errors"], worst["error_detail"]
         summary.worst_unaccepted = max(s.get("unaccepted", 0) for s in ok)
         summary.peak_rss = _median([s["peak_rss"] for s in ok])
+        summary.cpu_us = _median(
+            [s["cpu_us_per_request"] for s in ok if s.get("cpu_us_per_request") is not None]
+        )
         summary.rps_by_round = {s["round"]: s["rps"] for s in ok}
         summary.p50_by_round = {s["round"]: s["p50_ms"] for s in ok}
     else:
@@ -118,8 +122,8 @@ def _status(summary: Summary) -> str:
 def wrk_table(summaries: list[Summary]) -> list[str]:
     lines = [
         "| server | req/s (median) | p50 ms | p99 ms | errors (worst round) "
-        "| unaccepted (worst round) | peak RSS MiB | rounds ok |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| unaccepted (worst round) | server CPU µs/req | peak RSS MiB | rounds ok |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         errors = "—" if s.worst_errors is None else str(s.worst_errors)
@@ -128,7 +132,7 @@ def wrk_table(summaries: list[Summary]) -> list[str]:
         lines.append(
             f"| {s.server} | {_num(s.rps, ',.0f')} | {_num(s.p50_ms, '.2f')} | "
             f"{_num(s.p99_ms, '.2f')} | {errors} | {_num(s.worst_unaccepted, 'd')} | "
-            f"{_mib(s.peak_rss)} | {_status(s)} |"
+            f"{_num(s.cpu_us, '.1f')} | {_mib(s.peak_rss)} | {_status(s)} |"
         )
     return lines
 
@@ -165,14 +169,16 @@ def ratio_table(summaries: list[Summary]) -> list[str]:
         return lines
     lines = [
         "| treadle / peer | req/s (higher is better) | p50 (lower is better) | "
-        "p99 (lower is better) | peak RSS (lower is better) | "
+        "p99 (lower is better) | CPU per request (lower is better) | "
+        "peak RSS (lower is better) | "
         "req/s per round: min / median / max | p50 per round: min / median / max |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in peers:
         lines.append(
             f"| {p.server} | {_ratio(mine.rps, p.rps)} | {_ratio(mine.p50_ms, p.p50_ms)} | "
-            f"{_ratio(mine.p99_ms, p.p99_ms)} | {_ratio(mine.peak_rss, p.peak_rss)} | "
+            f"{_ratio(mine.p99_ms, p.p99_ms)} | {_ratio(mine.cpu_us, p.cpu_us)} | "
+            f"{_ratio(mine.peak_rss, p.peak_rss)} | "
             f"{_paired(mine.rps_by_round, p.rps_by_round)} | "
             f"{_paired(mine.p50_by_round, p.p50_by_round)} |"
         )
@@ -210,6 +216,9 @@ def evaluate_targets(results: dict[str, dict[str, Summary]]) -> list[tuple[str, 
     tw_rps = fig("hello64", "twist", "rps")
     t_p99, w_p99 = fig("hello64", TREADLE, "p99_ms"), fig("hello64", "waitress", "p99_ms")
     t1, w1 = fig("hello1", TREADLE, "p50_ms"), fig("hello1", "waitress", "p50_ms")
+    spin1 = fig("hello1", "treadle-spin", "p50_ms")
+    spin1_cpu = fig("hello1", "treadle-spin", "cpu_us")
+    t1_cpu = fig("hello1", TREADLE, "cpu_us")
     tm, gm = fig("mib", TREADLE, "rps"), fig("mib", "gunicorn", "rps")
     tk, wk = fig("c1000", TREADLE, "rps"), fig("c1000", "waitress", "rps")
     tk_err = fig("c1000", TREADLE, "worst_errors")
@@ -242,9 +251,11 @@ def evaluate_targets(results: dict[str, dict[str, Summary]]) -> list[tuple[str, 
             f"{show(t_p99, '.2f')} ms vs {show(w_p99, '.2f')} ms",
         ),
         (
-            "hello, 1 conn: median latency <= waitress's",
+            "hello, 1 conn: median latency <= waitress's (idle spin off, the default)",
             _at_most(t1, 1.0, w1),
-            f"{show(t1, '.3f')} ms vs {show(w1, '.3f')} ms",
+            f"{show(t1, '.3f')} ms vs {show(w1, '.3f')} ms; with --idle-spin-us 50:"
+            f" {show(spin1, '.3f')} ms at {show(spin1_cpu, '.1f')} µs CPU/req"
+            f" (off: {show(t1_cpu, '.1f')} µs CPU/req)",
         ),
         (
             "1 MiB responses: req/s >= gunicorn gthread",

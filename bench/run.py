@@ -39,7 +39,7 @@ SCENARIOS: list[dict[str, Any]] = [
         "path": "/",
         "connections": 64,
         "threads": 2,
-        "servers": servers.ALL_SERVERS,
+        "servers": servers.PEERS,
     },
     {
         "key": "hello1",
@@ -49,7 +49,7 @@ SCENARIOS: list[dict[str, Any]] = [
         "path": "/",
         "connections": 1,
         "threads": 1,
-        "servers": servers.ALL_SERVERS,
+        "servers": (*servers.PEERS, "treadle-spin"),
     },
     {
         "key": "mib",
@@ -59,7 +59,7 @@ SCENARIOS: list[dict[str, Any]] = [
         "path": "/",
         "connections": 16,
         "threads": 2,
-        "servers": servers.ALL_SERVERS,
+        "servers": servers.PEERS,
     },
     {
         "key": "c1000",
@@ -69,7 +69,7 @@ SCENARIOS: list[dict[str, Any]] = [
         "path": "/",
         "connections": 1000,
         "threads": 2,
-        "servers": servers.ALL_SERVERS,
+        "servers": servers.PEERS,
     },
     {
         "key": "idle10k",
@@ -162,7 +162,9 @@ def measure(
         else:
             conns, threads = scenario["connections"], scenario["threads"]
             load.run_wrk(server.port, scenario["path"], conns, threads, WARMUP_S)
+            cpu_before = servers.tree_cpu_s(server.pid)
             result = load.run_wrk(server.port, scenario["path"], conns, threads, args.duration)
+            cpu_s = servers.tree_cpu_s(server.pid) - cpu_before
             sample.update(
                 rps=result.requests_per_s,
                 p50_ms=result.p50_ms,
@@ -171,6 +173,8 @@ def measure(
                 error_detail=result.error_detail,
                 unaccepted=result.unaccepted,
                 requests=result.requests,
+                cpu_s=cpu_s,
+                cpu_us_per_request=cpu_s * 1e6 / result.requests if result.requests else None,
                 peak_rss=servers.tree_rss_bytes(server.pid, peak=True),
             )
         if server.proc.poll() is not None:
@@ -193,6 +197,7 @@ def _progress(sample: dict[str, Any]) -> str:
         return (
             f"{sample['rps']:,.0f} req/s, p50 {sample['p50_ms']:.2f} ms,"
             f" p99 {sample['p99_ms']:.2f} ms, errors {sample['errors']},"
+            f" CPU/req {sample['cpu_us_per_request'] or 0:.1f} us,"
             f" unaccepted {sample['unaccepted']}"
         )
     return (

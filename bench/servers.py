@@ -30,7 +30,11 @@ APPS = {
     "mib": ("bench.apps:mib", "bench.apps.mib"),
     "static": ("bench.djstatic.wsgi:application", "bench.djstatic.wsgi.application"),
 }
-ALL_SERVERS = ("treadle", "gunicorn", "waitress", "twist", "granian")
+PEERS = ("treadle", "gunicorn", "waitress", "twist", "granian")
+ALL_SERVERS = (*PEERS, "treadle-spin")
+# treadle with its opt-in idle spin (busy polling after traffic): shown beside treadle where
+# latency at low concurrency is measured, so the CPU it costs is read next to what it buys.
+SPIN_FLAGS = ["--idle-spin-us", "50"]
 
 # The idle scenario measures the memory cost of holding 10k idle connections, which no server can
 # show with its defaults: treadle and gunicorn close idle keep-alive connections after 5 s and 2 s,
@@ -42,7 +46,14 @@ IDLE_FLAGS = {
     "waitress": ["--connection-limit=20000", "--channel-timeout=120", "--asyncore-use-poll"],
 }
 # Where extra flags go in each server's argv (after the program and its subcommand).
-_FLAG_AT = {"treadle": 2, "gunicorn": 1, "waitress": 1, "twist": 2, "granian": 1}
+_FLAG_AT = {
+    "treadle": 2,
+    "treadle-spin": 2,
+    "gunicorn": 1,
+    "waitress": 1,
+    "twist": 2,
+    "granian": 1,
+}
 
 
 class ServerFailed(Exception):
@@ -67,6 +78,8 @@ def server_argv(
 
 def _base_argv(name: str, app: str, port: int, tmp_dir: Path) -> list[str]:
     wsgi_name, fqpn = APPS[app]
+    if name == "treadle-spin":
+        return _base_argv("treadle", app, port, tmp_dir) + SPIN_FLAGS
     if name == "treadle":
         argv = [str(VENV_BIN / "treadle"), "serve"]
         if app == "static":
@@ -273,3 +286,20 @@ def tree_rss_bytes(root_pid: int, peak: bool = False) -> int:
     """Resident memory of a process and its descendants (VmHWM per process if peak)."""
     key = "VmHWM" if peak else "VmRSS"
     return sum(_status_kib(pid, key) for pid in _proc_tree(root_pid)) * 1024
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, all its threads included, in clock ticks (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    # After the ")" that closes the command name, field 3 (state) is index 0: utime is field
+    # 14 and stime field 15 of proc(5), so indexes 11 and 12.
+    return int(fields[11]) + int(fields[12])
+
+
+def tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants."""
+    ticks = sum(_cpu_ticks(pid) for pid in _proc_tree(root_pid))
+    return ticks / os.sysconf("SC_CLK_TCK")
