@@ -30,6 +30,7 @@ from typing import Any
 
 from treadle import listen
 from treadle.config import Config
+from treadle.reload_failure import FailurePage, OutputTail, describe
 
 log = logging.getLogger("treadle")
 
@@ -277,38 +278,85 @@ def _shown(paths: Sequence[str]) -> str:
 
 
 class Worker:
-    """The current child process; it is restarted, never reused."""
+    """The current child process; it is restarted, never reused.
+
+    While no child runs because the last one failed, a FailurePage answers on the held
+    sockets; start() closes it before the next child takes them.
+    """
 
     def __init__(
-        self, argv: Sequence[str], env: dict[str, str], fds: Sequence[int], stop_timeout_s: float
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        held: Sequence[socket.socket],
+        stop_timeout_s: float,
+        roots: Sequence[Path] = (),
     ) -> None:
         self.argv = list(argv)
         self.env = env
-        self.fds = tuple(fds)
+        self.held = tuple(held)
         self.stop_timeout_s = stop_timeout_s
+        self.roots = tuple(roots)
         self.proc: subprocess.Popen[bytes] | None = None
         self._expected: set[int] = set()  # pids we stopped on purpose
+        self._lock = threading.Lock()  # proc and page, shared with the exit watchers
+        self._page: FailurePage | None = None
+        self._closed = False
 
     def start(self) -> None:
-        # Own process group: a terminal's Ctrl-C reaches only the parent, which forwards it once.
-        self.proc = subprocess.Popen(self.argv, env=self.env, pass_fds=self.fds, process_group=0)
-        threading.Thread(target=self._report_exit, args=(self.proc,), daemon=True).start()
-
-    def _report_exit(self, proc: subprocess.Popen[bytes]) -> None:
-        """Runs in a watcher thread: one line when the child ends by itself (e.g. a bad import)."""
-        status = proc.wait()
-        if proc.pid not in self._expected:
-            log.warning(
-                "reload: worker %d exited with status %d; waiting for a file change",
-                proc.pid,
-                status,
+        with self._lock:
+            self._close_page()
+            # Own process group: a terminal's Ctrl-C reaches only the parent, which forwards
+            # it once. stderr passes through us so that a failure can be shown on the page.
+            proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                pass_fds=[sock.fileno() for sock in self.held],
+                process_group=0,
+                stderr=subprocess.PIPE,
             )
+            assert proc.stderr is not None
+            tail = OutputTail(proc.stderr)
+            self.proc = proc
+        threading.Thread(target=self._report_exit, args=(proc, tail), daemon=True).start()
+
+    def _report_exit(self, proc: subprocess.Popen[bytes], tail: OutputTail) -> None:
+        """Runs in a watcher thread: when the child ends by itself (e.g. a bad import), log
+        why once and answer requests with that error until the next child starts."""
+        status = proc.wait()
+        tail.join(2.0)  # the rest of its traceback, unless a grandchild still holds stderr
+        with self._lock:
+            if proc.pid in self._expected or proc is not self.proc or self._closed:
+                return
+            failure = describe(tail.text(), status, self.roots)
+            log.warning(
+                "reload: worker %d failed: %s; answering 500 until a file changes",
+                proc.pid,
+                failure.summary,
+            )
+            if self.held:
+                self._page = FailurePage(self.held, failure.page())
+                self._page.start()
+
+    def _close_page(self) -> None:
+        """Called with the lock held."""
+        if self._page is not None:
+            self._page.close()
+            self._page = None
+
+    def close(self) -> None:
+        """No more children and no page: the sockets are about to be released."""
+        with self._lock:
+            self._closed = True
+            self._close_page()
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        self._expected.add(proc.pid)
+        with self._lock:
+            self._close_page()
+            proc = self.proc
+            if proc is None or proc.poll() is not None:
+                return
+            self._expected.add(proc.pid)
         proc.send_signal(signum)
         try:
             proc.wait(self.stop_timeout_s)
@@ -318,9 +366,10 @@ class Worker:
             proc.wait()
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self._expected.add(self.proc.pid)
-            self.proc.kill()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            self._expected.add(proc.pid)
+            proc.kill()
 
 
 def run_with_reload(
@@ -348,7 +397,7 @@ def run_with_reload(
     roots = _roots(watch_dirs if watch_dirs is not None else [Path.cwd()])
     env = {**os.environ, ENV: json.dumps({"parent": os.getpid(), "binds": binds})}
     stop_timeout_s = config.timeouts.graceful_timeout_s + 5.0
-    worker = Worker(child_argv, env, [h.sock.fileno() for h in held], stop_timeout_s)
+    worker = Worker(child_argv, env, [h.sock for h in held], stop_timeout_s, roots)
     stop = threading.Event()
     received: list[int] = []
 
@@ -382,6 +431,7 @@ def run_with_reload(
                 worker.start()
         worker.stop(received[0] if received else signal.SIGTERM)
     finally:
+        worker.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _release(held)

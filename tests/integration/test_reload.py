@@ -1,7 +1,8 @@
 """``treadle serve --reload``: real parent and child processes, real file edits.
 
 The parent holds the listening socket; a rewritten module is served by a new child
-without any request being refused; a syntax error prints one traceback and waits;
+without any request being refused; a syntax error prints one traceback and the parent
+answers 500 naming it until the file is fixed;
 SIGTERM ends everything with status 0. The change filter is checked directly.
 """
 
@@ -19,6 +20,7 @@ import pytest
 from watchfiles import Change
 
 from tests.conftest import Running, treadle_command
+from tests.integration.wire import exchange
 from treadle.reload import ChangeFilter, hold
 
 APP = """\
@@ -51,6 +53,17 @@ def get(port: int) -> str:
     try:
         connection.request("GET", "/")
         return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
+def get_any(port: int) -> tuple[int, str]:
+    """(status, body) of one request on a new connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        return response.status, response.read().decode()
     finally:
         connection.close()
 
@@ -97,22 +110,31 @@ def test_edit_is_served_without_refusals_and_syntax_errors_wait(project: Path) -
         assert server.output.count("Listening at: " + server.address) >= 2
 
         replace(module, "def app(:\n")
-        server.wait_for_line("waiting for a file change")
+        server.wait_for_line("answering 500 until a file changes")
         # The traceback, once, pointing at the broken line (treadle's own frames left out).
         where = f'File "{module}", line 1'
         assert server.output.count(where) == 1, server.output
         assert "SyntaxError: invalid syntax" in server.output
+        assert "mod.py, line 1: SyntaxError: invalid syntax" in server.output
 
-        # No worker listens now, but the parent's socket still queues connections.
-        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as waiting:
-            waiting.sendall(REQUEST)
-            write_app(module, "v3")
-            response = read_all(waiting)
-        assert response.startswith(b"HTTP/1.1 200 OK"), response
-        assert response.endswith(b"\r\n\r\nv3")
-        assert get(server.port) == "v3"
-        assert server.output.count(where) == 1  # no restart loop
-        assert server.output.count("waiting for a file change") == 1
+        # No worker runs: the parent answers at once with the error, as a plain page.
+        began = time.monotonic()
+        response = exchange(server.port, REQUEST, timeout=10)
+        assert time.monotonic() - began < 2.0
+        head, _, page = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 500 "), response
+        assert b"Content-Type: text/plain; charset=utf-8" in head
+        assert b"Connection: close" in head
+        assert page.startswith(b"The app could not be loaded: mod.py, line 1: SyntaxError: ")
+        assert where.encode() in page  # the whole traceback, as the terminal shows it
+
+        write_app(module, "v3")
+        deadline = time.monotonic() + 30
+        while (body := get_any(server.port)) != (200, "v3"):
+            assert body[0] == 500, body
+            assert time.monotonic() < deadline, server.output
+        assert server.output.count(where) == 1  # no restart loop, logged once
+        assert server.output.count("answering 500") == 1
     finally:
         status = server.stop(signal.SIGTERM, timeout=20)
     assert status == 0, server.output
