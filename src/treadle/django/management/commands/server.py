@@ -24,6 +24,7 @@ from treadle import logs, server
 from treadle import reactor as treadle_reactor
 from treadle.cli import add_setting_arguments
 from treadle.config import Config, flag_of, iter_settings
+from treadle.django import devlog
 from treadle.django.config import gather_settings
 from treadle.django.mounts import django_mounts
 from treadle.errors import ConfigError
@@ -82,6 +83,16 @@ class Command(BaseCommand):
             access_routed = "access_log" not in explicit and logger_configured("treadle.access")
             if access_routed:
                 flat["access_log"] = "-"  # on, with the handlers settings.LOGGING gave it
+            # Development (reload on) prints what runserver prints; production is unchanged.
+            development = bool(flat.get("reload"))
+            runserver_lines = (
+                development
+                and not access_routed
+                and not ({"access_log", "access_log_format"} & explicit)
+            )
+            if runserver_lines:
+                flat["access_log"] = "-"
+                flat["access_log_format"] = devlog.RUNSERVER_FORMAT
             config = Config.from_settings(flat)
             debug_level = treadle_debug_level(os.environ)
         except ConfigError as error:
@@ -91,6 +102,12 @@ class Command(BaseCommand):
             configure_logging(
                 config, explicit, access_routed=access_routed, debug_level=debug_level
             )
+            if runserver_lines:
+                devlog.route_access_log()
+            if development and not (
+                logger_configured("django") or logger_configured("django.request")
+            ):
+                devlog.show_server_errors()
 
         reloading, no_reload = import_reload()
         if reloading is not None and reloading.is_child():
