@@ -8,15 +8,18 @@ never at construction.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import ReactorNotRunning
 
 from treadle import blocking, listen
 from treadle.accesslog import AccessLog
@@ -112,6 +115,8 @@ class Server:
         self.addresses: list[str] = []
         self._stopping = False
         self._drained: defer.Deferred[None] | None = None
+        self._interrupted = False  # the stop came from Ctrl-C (SIGINT)
+        self._stop_now = False  # abandon requests in flight instead of waiting for them
 
     def _submit(self, exchange: Exchange) -> bool:
         """Reactor thread: hand a request to the pool (False when the queue is full)."""
@@ -170,10 +175,15 @@ class Server:
         self.factory.drain()
         if self.busy():
             timeout = self.config.timeouts.graceful_timeout_s
-            log.info("waiting up to %.0f s for in-flight requests", timeout)
-            self._drained = defer.Deferred()
+            drained = self._drained = defer.Deferred()
+            if self._stop_now:
+                self._give_up("Ctrl-C with --reload")
+            else:
+                # Without the hint a developer waits out the whole timeout (30 s by default).
+                hint = "; Ctrl-C again to stop now" if self._interrupted else ""
+                log.info("waiting up to %.0f s for in-flight requests%s", timeout, hint)
             timer = self.reactor.callLater(timeout, self._give_up)
-            await self._drained
+            await drained
             if timer.active():
                 timer.cancel()
         for channel in list(self.factory.connections):
@@ -184,9 +194,22 @@ class Server:
             self.reactor.remove_drain(self.outbox.drain_pending)
             self.reactor.set_idle_spin(0.0)
 
-    def _give_up(self) -> None:
+    def interrupt(self) -> None:
+        """Reactor thread, on SIGINT (Ctrl-C). With --reload the server stops at once, as
+        runserver does; otherwise the first starts the graceful stop and a second stops now."""
+        if self._stopping:
+            self._stop_now = True
+            self._give_up("second Ctrl-C")
+            return
+        self._interrupted = True
+        self._stop_now = self.config.reload.reload
+        # A SIGTERM may have stopped the reactor already; its shutdown then runs our stop().
+        with contextlib.suppress(ReactorNotRunning):
+            self.reactor.stop()
+
+    def _give_up(self, reason: str = "graceful timeout") -> None:
         if self._drained is not None:
-            log.warning("graceful timeout: abandoning requests still running")
+            log.warning("%s: abandoning requests still running", reason)
             drained, self._drained = self._drained, None
             for channel in list(self.factory.connections):
                 if channel.current is not None:
@@ -222,6 +245,18 @@ def tune_gc(young_threshold: int) -> None:
         gc.set_threshold(young_threshold, middle, old)
 
 
+def catch_sigint(handler: Callable[[], None]) -> None:
+    """Main thread, once the reactor runs: SIGINT calls ``handler`` in the reactor thread.
+
+    Twisted's own handler only stops the reactor, and a second Ctrl-C then did nothing
+    while the graceful stop waited for requests in flight.
+    """
+    try:
+        signal.signal(signal.SIGINT, lambda _signum, _frame: handler())
+    except ValueError:  # not the main thread: whoever runs the reactor owns the signals
+        log.debug("SIGINT left to the program that runs the reactor")
+
+
 def run(app: WSGIApp, config: Config, *, mounts: Sequence[Any] = (), reactor: Any = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status. Main thread."""
     raise_open_file_limit()
@@ -238,6 +273,7 @@ def run(app: WSGIApp, config: Config, *, mounts: Sequence[Any] = (), reactor: An
         reactor.stop()
 
     def begin() -> None:
+        catch_sigint(lambda: reactor.callFromThread(server.interrupt))
         defer.Deferred.fromCoroutine(server.start()).addErrback(started_failed)
 
     reactor.callWhenRunning(begin)
