@@ -38,8 +38,10 @@ class Dispatcher:
         head = exchange.head
         static = self.static
         if static is not None and static.match(head.path):
-            exchange.send_static(static.respond(head))
-            return
+            response = static.respond(head)
+            if response is not None:  # None: a miss the mount passes on to the app
+                exchange.send_static(response)
+                return
         path_info = split_script_name(decode_path(head.path), self.script_name)
         if path_info is None:
             exchange.send_error(

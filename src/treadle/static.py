@@ -56,6 +56,9 @@ class Mount:
     url_prefix: str  # "/static/" (always ends with "/")
     root: Path | None  # directory served, or None when only finders are used
     finder: Callable[[str], Path | None] | None = None  # relative path -> file or None
+    # A missing file goes on to the app instead of a bare 404 (Django's DEBUG page, as
+    # runserver's static handler does).
+    pass_misses: bool = False
 
 
 @dataclass(slots=True)
@@ -255,11 +258,12 @@ class StaticFiles:
         """Is this (percent-encoded) request path under a mount? Called for every request."""
         return raw_path.startswith(self._prefixes)
 
-    def respond(self, head: RequestHead) -> StaticResponse:
-        """The complete response for a request that match() accepted."""
+    def respond(self, head: RequestHead) -> StaticResponse | None:
+        """The complete response for a request that match() accepted; None when the file is
+        missing under a mount that passes misses on to the app."""
         return self._respond(head, retry=True)
 
-    def _respond(self, head: RequestHead, *, retry: bool) -> StaticResponse:
+    def _respond(self, head: RequestHead, *, retry: bool) -> StaticResponse | None:
         method = head.method
         if method != b"GET" and method != b"HEAD":
             return _text_response(405, b"Method Not Allowed\n", [(b"Allow", b"GET, HEAD")])
@@ -274,7 +278,7 @@ class StaticFiles:
         if entry is None:
             entry = self._load(raw_path)
             if entry is None:
-                return _not_found()
+                return None if self._passes_misses(raw_path) else _not_found()
         variant = entry.variants[b""]
         if len(entry.variants) > 1:
             accept = fields.get(b"accept-encoding")
@@ -362,6 +366,10 @@ class StaticFiles:
         if variant.body is not None:
             return StaticResponse(206, headers, None, 0, 0, variant.body[offset : offset + length])
         return StaticResponse(206, headers, variant.path, offset, length)
+
+    def _passes_misses(self, raw_path: bytes) -> bool:
+        mount = next((m for prefix, m, _ in self._mounts if raw_path.startswith(prefix)), None)
+        return mount is not None and mount.pass_misses
 
     def _forget(self, raw_path: bytes) -> None:
         entry = self._cache.pop(raw_path, None)

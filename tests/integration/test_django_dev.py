@@ -126,3 +126,41 @@ def test_production_prints_neither(manage) -> None:  # noqa: ANN001
     output = stop(server)  # everything it logged is in once it has exited
     assert "HTTP/1.1" not in output, output
     assert "Traceback" not in output, output
+
+
+def get_full(server: Running, path: str) -> tuple[int, str, bytes]:
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=DEADLINE_S)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+    finally:
+        connection.close()
+
+
+def test_debug_passes_a_missing_static_file_to_djangos_404_page(manage) -> None:  # noqa: ANN001
+    server = manage("127.0.0.1:0", "--noreload")
+    status, kind, body = get_full(server, "/static/nope.css")
+    assert (status, kind) == (404, "text/html; charset=utf-8"), body
+    assert b"Page not found" in body and b"nope.css" in body
+    # Files that exist still come from treadle's static handler (its validators say so).
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=DEADLINE_S)
+    try:
+        connection.request("GET", "/static/admin/css/base.css")
+        response = connection.getresponse()
+        assert response.status == 200 and response.read()
+        assert response.getheader("ETag") and response.getheader("Last-Modified")
+    finally:
+        connection.close()
+    stop(server)
+
+
+def test_without_debug_a_missing_static_file_stays_a_plain_404(manage) -> None:  # noqa: ANN001
+    server = manage("127.0.0.1:0", "--noreload", "--insecure", debug=False)
+    assert get_full(server, "/static/nope.css") == (
+        404,
+        "text/plain; charset=utf-8",
+        b"Not Found\n",
+    )
+    assert get_full(server, "/static/admin/css/base.css")[0] == 200
+    stop(server)

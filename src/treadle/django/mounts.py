@@ -81,8 +81,9 @@ def django_mounts(
             # "/" would hide the whole app behind the static mount (Django's static() refuses it).
             log.info("STATIC_URL is not a local prefix: not serving static files")
         elif settings.DEBUG and has_finders:
-            # As runserver: the app's own files, fresh from the finders (never stale copies).
-            mounts.append(Mount(prefix, None, _static_finder()))
+            # As runserver: the app's own files, fresh from the finders (never stale copies),
+            # and a missing one gets Django's debug 404 page, not a bare one.
+            mounts.append(Mount(prefix, None, _static_finder(), pass_misses=True))
         elif insecure and has_finders:
             # Collected (hashed) names first, then whatever the finders know.
             mounts.append(Mount(prefix, root, _static_finder()))
