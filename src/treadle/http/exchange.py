@@ -235,6 +235,7 @@ class Exchange:
         if self.done:
             return
         self.mark_done()
+        self.stop_producer()
         channel = self.channel
         if channel.current is self:
             channel.current = None
@@ -334,9 +335,16 @@ class Exchange:
         self.channel.exchange_done(self, keep_alive)
         self.finished()
 
+    def stop_producer(self) -> None:
+        """A file transfer in progress stops and closes its file (the client is gone)."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            producer.stopProducing()
+
     def connection_lost(self) -> None:
         if not self.done:
             self.mark_done()
+            self.stop_producer()
             self.record.cancel_now("client went away")
             if self.body is not None:
                 if self.streaming_body:
