@@ -2,7 +2,8 @@
 
 Reactor layer: Twisted endpoints only. ``HOST:PORT``, ``[::1]:PORT`` and a bare
 ``PORT`` become tcp/tcp6 endpoint strings; anything with a known endpoint prefix
-(tcp:, tcp6:, unix:, ssl:, systemd:, ...) is passed to serverFromString as is;
+(tcp:, tcp6:, unix:, systemd:, ...) is passed to serverFromString as is, except
+``ssl:``, whose context tls.py builds (ALPN, TLS 1.2 minimum, start-up file checks);
 ``fd:N:family=INET|INET6|UNIX`` adopts a listening socket inherited from a parent
 (dev reload, supervisor). It never binds a socket itself: the endpoints do.
 """
@@ -20,6 +21,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 
+from treadle import twisted_internals
 from treadle.errors import ConfigError
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]/]*)):(?P<port>\d+)$")
@@ -77,23 +79,61 @@ class AdoptedEndpoint:
             return AdoptedStreamServerEndpoint(self.reactor, self.fd, self.family).listen(factory)
         try:
             fdesc.setNonBlocking(self.fd)
-            port = _SharedUNIXPort._fromListeningDescriptor(self.reactor, self.fd, factory)
-            path = port._bindPath
-            if path[:1] not in (b"\0", "\0"):  # not a Linux abstract-namespace socket
+            with socket.socket(fileno=os.dup(self.fd)) as adopted:
+                path = adopted.getsockname()
+            mode = None
+            if path and path[:1] not in (b"\0", "\0"):  # not a Linux abstract-namespace socket
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            port, started = twisted_internals.unix_port_from_fd(
+                _SharedUNIXPort, self.reactor, self.fd, factory
+            )
+            if not started:
                 # startListening chmods the path to port.mode: keep the mode the parent set.
-                port.mode = stat.S_IMODE(os.stat(path).st_mode)
-            port.backlog = self.backlog  # unix.Port calls listen() again, even when adopted
-            port.startListening()
+                if mode is not None:
+                    port.mode = mode
+                port.backlog = self.backlog  # unix.Port calls listen() again, even when adopted
+                port.startListening()
+            elif mode is not None:
+                os.chmod(path, mode)  # the public path chmodded it to 0o666
             os.close(self.fd)
         except (OSError, CannotListenError):
             return defer.fail()
         return defer.succeed(port)
 
 
+def split_description(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """``KIND:ARG:KEY=VALUE...`` -> (kind, args, params), with Twisted's backslash escapes."""
+    parts: list[tuple[str | None, str]] = []
+    key: str | None = None
+    current: list[str] = []
+    chars = iter(description)
+    for char in chars:
+        if char == "\\":
+            current.append(next(chars, ""))
+        elif char == ":":
+            parts.append((key, "".join(current)))
+            key, current = None, []
+        elif char == "=" and key is None:
+            key, current = "".join(current), []
+        else:
+            current.append(char)
+    parts.append((key, "".join(current)))
+    kind = parts[0][1]
+    args = [value for name, value in parts[1:] if name is None]
+    params = {name: value for name, value in parts[1:] if name is not None}
+    return kind, args, params
+
+
+def scheme(bind: str) -> str:
+    """The URL scheme a bind serves: https for ssl:, else http (each connection still
+    decides for itself in http/protocol.py)."""
+    return "https" if normalize(bind).startswith("ssl:") else "http"
+
+
 def with_backlog(description: str, backlog: int) -> str:
-    """Add backlog=N to tcp/tcp6/unix endpoint strings that do not choose their own."""
+    """Add backlog=N to tcp/tcp6/unix/ssl endpoint strings that do not choose their own."""
     kind = description.split(":", 1)[0]
-    if kind in ("tcp", "tcp6", "unix") and "backlog=" not in description:
+    if kind in ("tcp", "tcp6", "unix", "ssl") and "backlog=" not in description:
         return f"{description}:backlog={backlog}"
     return description
 
@@ -107,10 +147,23 @@ def endpoint(reactor: Any, bind: str, backlog: int = 2048) -> Any:
             raise ConfigError(f"bad endpoint {description!r}: family is INET, INET6 or UNIX")
         chosen = int(adopted["backlog"]) if adopted["backlog"] else backlog
         return AdoptedEndpoint(reactor, int(adopted["fd"]), family, chosen)
+    if description.startswith("ssl:"):
+        return _ssl_endpoint(reactor, description)
     try:
         return serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"bad endpoint {description!r}: {error}") from None
+
+
+def _ssl_endpoint(reactor: Any, description: str) -> Any:
+    try:
+        from treadle import tls
+    except ImportError as error:
+        raise ConfigError(
+            f"ssl: binds need pyOpenSSL ({error.name} is missing): pip install 'treadle[tls]'"
+        ) from None
+    _, args, params = split_description(description)
+    return tls.ssl_endpoint(reactor, args, params)
 
 
 def describe(port: Any, scheme: str = "http") -> str:

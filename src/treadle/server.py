@@ -26,6 +26,7 @@ from treadle.accesslog import AccessLog
 from treadle.config import Config
 from treadle.deadlines import Deadlines
 from treadle.dispatch import Dispatcher
+from treadle.errors import ConfigError
 from treadle.hardcancel import HardCanceller
 from treadle.http.exchange import Exchange
 from treadle.http.protocol import HTTPFactory
@@ -36,6 +37,8 @@ from treadle.wsgi.bridge import Outbox
 from treadle.wsgi.container import WSGIApp, WSGIContainer
 
 log = logging.getLogger("treadle")
+
+EXIT_USAGE = 2  # as cli.py: the command line or its files are wrong
 
 
 def static_mounts(specs: Sequence[str]) -> list[Any]:
@@ -111,6 +114,13 @@ class Server:
             self.deadlines.on_tick.append(
                 lambda _now: canceller.check(running, time.perf_counter())
             )
+        # Endpoints are made now, before the reactor runs: a bad bind or an unreadable TLS
+        # key or certificate fails at start with one line (ConfigError), not in the loop.
+        backlog = config.listen.backlog
+        self.endpoints = [
+            (listen.endpoint(reactor, bind, backlog), listen.scheme(bind))
+            for bind in config.listen.bind
+        ]
         self.ports: list[Any] = []
         self.addresses: list[str] = []
         self._stopping = False
@@ -132,7 +142,8 @@ class Server:
         self._check_drained()
 
     def busy(self) -> bool:
-        return not self.factory.quiet()
+        """A request is in flight, or an app's close() still runs after its response."""
+        return not self.factory.quiet() or bool(self.container.closing)
 
     def _check_drained(self) -> None:
         """Reactor thread: during a graceful stop, continue once nothing is in flight."""
@@ -149,14 +160,10 @@ class Server:
             self.reactor.set_idle_spin(self.config.pool.idle_spin_us / 1e6, lambda: pool.all_idle)
         blocking.install(self.reactor)
         self.deadlines.start()
-        backlog = self.config.listen.backlog
-        endpoints = [
-            listen.endpoint(self.reactor, bind, backlog) for bind in self.config.listen.bind
-        ]
-        for endpoint in endpoints:
+        for endpoint, scheme in self.endpoints:
             port = await endpoint.listen(self.factory)
             self.ports.append(port)
-            self.addresses.append(listen.describe(port))
+            self.addresses.append(listen.describe(port, scheme))
         log.info(
             "Listening at: %s (pid %d, %d threads)",
             " ".join(self.addresses),
@@ -173,6 +180,7 @@ class Server:
         await defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self.ports])
         self.ports = []
         self.factory.drain()
+        self.container.on_closed = self._check_drained
         if self.busy():
             timeout = self.config.timeouts.graceful_timeout_s
             drained = self._drained = defer.Deferred()
@@ -264,7 +272,11 @@ def run(app: WSGIApp, config: Config, *, mounts: Sequence[Any] = (), reactor: An
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    server = Server(app, config, reactor, mounts=mounts)
+    try:
+        server = Server(app, config, reactor, mounts=mounts)
+    except ConfigError as error:
+        log.error("could not start: %s", error)
+        return EXIT_USAGE
     status = {"code": 0}
 
     def started_failed(failure: Any) -> None:

@@ -72,7 +72,7 @@ class Exchange:
             head.method.decode("latin-1"), head.target.decode("latin-1"), time.perf_counter()
         )
         self.path_info = ""
-        self.scheme = channel.factory.scheme
+        self.scheme = channel.scheme
         self.local = channel.local
         self.peer = channel.peer
         self.plan: h1.ResponsePlan | None = None

@@ -19,12 +19,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import interfaces, tcp
+from twisted.internet import interfaces
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from treadle import twisted_internals
 from treadle.config import Config
 from treadle.deadlines import Deadlines
 from treadle.errors import ProtocolError
@@ -62,11 +63,10 @@ def unsent_bytes(transport: Any) -> int | None:
     the kernel's queue long before the socket is writable again (Linux waits for half of
     it). TLS wraps the TCP transport: the encrypted bytes there show the client's progress.
     """
-    while transport is not None and not hasattr(transport, "dataBuffer"):
-        transport = getattr(transport, "transport", None)
-    if transport is None:
+    buffered = twisted_internals.buffered_bytes(transport)
+    if buffered is None:
         return None
-    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    transport, unsent = buffered
     if _OUTQ is None:
         return unsent
     try:
@@ -203,12 +203,12 @@ class HTTPChannel(Protocol):
         peer = transport.getPeer()
         self.peer = address_tuple(peer)
         self.peer_text = describe_address(peer)
+        # Per connection, not per factory: one factory serves every listener, tcp: and ssl:.
+        self.scheme = "https" if interfaces.ISSLTransport.providedBy(transport) else factory.scheme
         # Plain TCP/UNIX transports can take a direct send (see send()); TLS cannot.
-        self.direct = isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False)
-        if self.direct:
-            # Twisted sends at most 128 KiB per syscall and loop turn; a 1 MiB response
-            # then takes eight turns. The kernel takes far more at once on loopback/LAN.
-            transport.SEND_LIMIT = SEND_LIMIT_BYTES
+        # Twisted sends at most 128 KiB per syscall and loop turn; a 1 MiB response
+        # then takes eight turns. The kernel takes far more at once on loopback/LAN.
+        self.direct = twisted_internals.direct_send(transport, SEND_LIMIT_BYTES)
         transport.registerProducer(self, True)
         if factory.draining:
             self.close()
@@ -227,26 +227,11 @@ class HTTPChannel(Protocol):
             self.factory.on_quiet()
 
     def send(self, data: bytes) -> None:
-        """Write to the client, trying the socket at once when nothing is queued.
-
-        Twisted's write() only buffers and registers for writability: two epoll_ctl
-        calls and a loop turn per response. When the transport's buffer is empty we
-        send directly and hand Twisted only what the socket did not take.
-        """
-        transport = self.transport
-        if (
-            self.direct
-            and not transport.dataBuffer
-            and not transport._tempDataBuffer
-            and transport.connected
-            and not transport.disconnecting
-        ):
-            sent = transport.writeSomeData(data)
-            if type(sent) is int:
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        transport.write(data)
+        """Write to the client: at once when nothing is queued (see twisted_internals)."""
+        if self.direct:
+            twisted_internals.write_now(self.transport, data)
+        else:
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.state != CLOSED:
