@@ -3,7 +3,8 @@
 The project is created by the test (Django's own template) with "treadle.django" added to
 INSTALLED_APPS, DEBUG read from the environment and one failing view. With reload on (the
 default) the terminal shows runserver's line per request and every 500's traceback; with
---noreload (production) it shows neither.
+--noreload (production) it shows neither. A urls.py broken while reloading is named on a
+500 page at once; with DEBUG a missing static file gets Django's 404 page.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,4 +165,27 @@ def test_without_debug_a_missing_static_file_stays_a_plain_404(manage) -> None: 
         b"Not Found\n",
     )
     assert get_full(server, "/static/admin/css/base.css")[0] == 200
+    stop(server)
+
+
+def test_a_broken_urls_py_is_shown_on_every_page_until_fixed(manage, project: Path) -> None:  # noqa: ANN001
+    urls = project / "proj" / "urls.py"
+    good = urls.read_text()
+    server = manage("127.0.0.1:0")
+    try:
+        assert get(server, "/admin/login/")[0] == 200
+        urls.write_text(good + "\ndef broken(:\n")
+        server.wait_for_line("answering 500 until a file changes", DEADLINE_S)
+        began = time.monotonic()
+        status, page = get(server, "/admin/login/")
+        assert time.monotonic() - began < 2.0
+        assert status == 500
+        line = good.count("\n") + 2
+        summary = f"The app could not be loaded: proj/urls.py, line {line}: SyntaxError: "
+        assert page.decode().startswith(summary), page.decode()
+    finally:
+        urls.write_text(good)
+    deadline = time.monotonic() + DEADLINE_S
+    while get(server, "/admin/login/")[0] != 200:
+        assert time.monotonic() < deadline, server.output
     stop(server)
