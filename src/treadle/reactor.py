@@ -25,7 +25,11 @@ What it adds to ``EPollReactor``, each measured (docs/design/decisions.md):
   costs ~50 us to wake, more than the whole request; a client that sends its next request
   within the window finds the reactor still running. Like Linux's haltpoll governor, the
   window grows while the next event comes within the longest window and shrinks to nothing
-  while it does not, so sparse traffic costs no CPU; 0 turns it off.
+  while it does not, so sparse traffic costs no CPU; 0 (the default) turns it off.
+
+The loop reads Twisted internals (``_poller``, ``_selectables``, ``_doReadOrWrite``...):
+twisted_internals.py lists them, and ``build`` falls back to the stock reactor, with one
+warning, when the installed Twisted lacks one.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from treadle import twisted_internals
 
 log = logging.getLogger("treadle.reactor")
 
@@ -50,8 +56,31 @@ def install() -> bool:
         return False
     from twisted.internet.main import installReactor
 
-    installReactor(_lean_class(EPollReactor)())
-    return True
+    reactor = build(EPollReactor)
+    installReactor(reactor)
+    return hasattr(reactor, "add_drain")
+
+
+def build(base: Any) -> Any:
+    """A LeanEPollReactor on ``base`` (EPollReactor), or a plain ``base()`` when the
+    installed Twisted lacks an internal the lean loop uses (one warning says which)."""
+    reactor = _lean_class(base)()
+    lacking = twisted_internals.lean_reactor_lacks(reactor)
+    if not lacking:
+        return reactor
+    twisted_internals.warn_once("the lean reactor", lacking, "using Twisted's stock reactor")
+    _discard(reactor)
+    return base()
+
+
+def _discard(reactor: Any) -> None:
+    """Close what a reactor that will never run opened (its waker pipe, its epoll)."""
+    waker = getattr(reactor, "waker", None)
+    if waker is not None:
+        waker.connectionLost(None)
+    poller = getattr(reactor, "_poller", None)
+    if poller is not None:
+        poller.close()
 
 
 def _lean_class(base: Any) -> Any:
