@@ -6,8 +6,6 @@ test makes (cryptography); clients verify the server against that CA.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import re
@@ -17,95 +15,16 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.conftest import ROOT, Running, treadle_command
+from tests.integration.tlscerts import Certs, make_certs
 from tests.integration.wire import read_response
 
 DEADLINE_S = 30.0
 ADDRESS = re.compile(r"(https?)://127\.0\.0\.1:(\d+)")
-
-
-@dataclass(frozen=True)
-class Certs:
-    ca: Path  # the CA clients trust
-    key: Path  # the server's private key
-    cert: Path  # the server's certificate alone
-    fullchain: Path  # the server's certificate, then the CA's (as certbot writes fullchain.pem)
-    other_key: Path  # a key that belongs to no certificate here
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def make_certs(directory: Path) -> Certs:
-    """A CA and a server certificate for 127.0.0.1 and localhost, valid for a day."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("treadle test CA"))
-        .issuer_name(_name("treadle test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    certs = Certs(
-        ca=directory / "ca.pem",
-        key=directory / "key.pem",
-        cert=directory / "cert.pem",
-        fullchain=directory / "fullchain.pem",
-        other_key=directory / "other-key.pem",
-    )
-    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    certs.ca.write_bytes(ca_pem)
-    certs.key.write_bytes(_pem_key(key))
-    certs.cert.write_bytes(cert_pem)
-    certs.fullchain.write_bytes(cert_pem + ca_pem)
-    certs.other_key.write_bytes(_pem_key(ec.generate_private_key(ec.SECP256R1())))
-    return certs
 
 
 @pytest.fixture(scope="module")
