@@ -16,7 +16,6 @@ import selectors
 import socket
 import sys
 import threading
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,35 +36,34 @@ _CHAINED = (
 
 
 class OutputTail:
-    """Copies a child's stderr to ours line by line and keeps the last TAIL_BYTES of it."""
+    """Copies a child's stderr to ours as it comes and keeps the last TAIL_BYTES of it."""
 
     def __init__(self, source: IO[bytes], sink: IO[bytes] | None = None) -> None:
         self._source = source
         self._sink = sink if sink is not None else getattr(sys.stderr, "buffer", None)
-        self._lines: deque[bytes] = deque()
-        self._size = 0
+        self._tail = bytearray()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._pump, name="reload-stderr", daemon=True)
         self._thread.start()
 
     def _pump(self) -> None:
         """Runs in the pump thread until the child (and anything it started) closes stderr."""
+        fd = self._source.fileno()
         with self._source:
-            for line in self._source:
-                self._forward(line)
+            # Whatever arrives is passed on at once, partial lines too (a prompt, a progress bar).
+            while chunk := os.read(fd, 65536):
+                self._forward(chunk)
                 with self._lock:
-                    self._lines.append(line)
-                    self._size += len(line)
-                    while self._size > TAIL_BYTES and len(self._lines) > 1:
-                        self._size -= len(self._lines.popleft())
+                    self._tail += chunk
+                    del self._tail[:-TAIL_BYTES]
 
-    def _forward(self, line: bytes) -> None:
+    def _forward(self, chunk: bytes) -> None:
         try:
             if self._sink is not None:
-                self._sink.write(line)
+                self._sink.write(chunk)
                 self._sink.flush()
             else:  # our stderr has no byte layer (replaced by a test runner, say)
-                sys.stderr.write(line.decode("utf-8", "replace"))
+                sys.stderr.write(chunk.decode("utf-8", "replace"))
         except (OSError, ValueError) as error:  # our own stderr is gone: keep the tail anyway
             log.debug("reload: cannot copy the worker's output: %s", error)
 
@@ -74,7 +72,7 @@ class OutputTail:
 
     def text(self) -> str:
         with self._lock:
-            return b"".join(self._lines).decode("utf-8", "replace")
+            return self._tail.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
