@@ -29,6 +29,7 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_CONNECTIONS = 32  # answered at once; a development server, not a load target
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _TRACEBACK = "Traceback (most recent call last):"
+_LISTENING = "Listening at: "  # server.py's line once every listener is up
 _CHAINED = (
     "During handling of the above exception, another exception occurred:",
     "The above exception was the direct cause of the following exception:",
@@ -81,10 +82,12 @@ class Failure:
 
     summary: str  # "mod.py, line 1: SyntaxError: invalid syntax"
     details: str  # the last traceback the worker printed, as it printed it
+    served: bool = False  # it had started listening: the app loaded, then the worker ended
 
     def page(self) -> bytes:
+        what = "The worker stopped" if self.served else "The app could not be loaded"
         text = (
-            f"The app could not be loaded: {self.summary}\n\n"
+            f"{what}: {self.summary}\n\n"
             "treadle is running with --reload: every request gets this page until a file\n"
             "changes and the app loads again.\n\n"
             f"{self.details}"
@@ -97,16 +100,21 @@ def describe(output: str, status: int, roots: Sequence[Path] = ()) -> Failure:
 
     The last traceback in the output is the error (a chained one prints the cause first).
     Its frame is the last one in the project (under ``roots``, outside site-packages), else
-    the last one; its message is the first unindented line after the frames.
+    the last one; its message is the first unindented line after the frames. Only what
+    follows the worker's "Listening at" line counts once it has one: a traceback logged
+    for a request long before is not why it ended.
     """
     lines = output.splitlines()
+    started = max((i for i, line in enumerate(lines) if _LISTENING in line), default=-1)
+    lines = lines[started + 1 :]
+    served = started >= 0
     exited = f"the worker exited with status {status}"
     if status < 0:
         exited = f"the worker was killed by signal {-status}"
     frames = [i for i, line in enumerate(lines) if _FRAME.match(line)]
     if not frames:
         last = next((line for line in reversed(lines) if line.strip()), "")
-        return Failure(f"{last} ({exited})" if last else exited, output[-4096:])
+        return Failure(f"{last} ({exited})" if last else exited, "\n".join(lines)[-4096:], served)
     # The traceback's frames are indented; it starts at its header, which a SyntaxError
     # raised by an import (no frames of its own left) does not print.
     start = _block_start(lines, frames[-1])
@@ -121,7 +129,7 @@ def describe(output: str, status: int, roots: Sequence[Path] = ()) -> Failure:
     chosen = _project_frame([_FRAME.match(lines[i]) for i in frames if i >= start], roots)
     if chosen is not None:
         summary = f"{_shown(chosen['file'])}, line {chosen['line']}: {summary}"
-    return Failure(summary, "\n".join(lines[start:]) + "\n")
+    return Failure(summary, "\n".join(lines[start:]) + "\n", served)
 
 
 def _block_start(lines: list[str], frame: int) -> int:

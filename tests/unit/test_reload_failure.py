@@ -111,3 +111,15 @@ def test_the_page_answers_each_connection_until_closed(listener: socket.socket) 
         client.settimeout(0.3)
         with pytest.raises(TimeoutError):
             client.recv(1)
+
+
+def test_a_worker_that_served_is_judged_by_what_followed(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text("x = 1 // 0\n")
+    old_request_error = traceback_of_import(app)
+    output = f"[INFO] Listening at: http://127.0.0.1:8000\n{old_request_error}"
+    failure = describe(output + "[INFO] Listening at: http://127.0.0.1:8000\n", -11, [tmp_path])
+    assert failure.summary == "the worker was killed by signal 11"
+    assert failure.page().startswith(b"The worker stopped: the worker was killed by signal 11")
+    before = describe(old_request_error, 1, [tmp_path])
+    assert before.page().startswith(f"The app could not be loaded: {app}, line 1: ".encode())
