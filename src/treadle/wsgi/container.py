@@ -106,6 +106,10 @@ class WSGIContainer:
         # Requests an app thread is running now (added and removed by those threads;
         # read by the reactor for timeouts and hard cancels).
         self.running: set[RequestRecord] = set()
+        # Requests whose response is out while their close() still runs (a graceful stop
+        # waits for them); on_closed, when set, is called in the reactor as each ends.
+        self.closing: set[RequestRecord] = set()
+        self.on_closed: Callable[[], None] | None = None
 
     def job(self, exchange: Exchange) -> WSGIJob:
         """Called in the reactor thread for each request routed to the app."""
@@ -180,16 +184,26 @@ class WSGIJob:
             self.fail()
         finally:
             record.thread_ident = 0  # no hard cancel once the app has returned
+            flush = container.flush
             if result is not None and hasattr(result, "close"):
+                # PEP 3333 lets close() run after the response is sent; Django's runs the
+                # request_finished handlers (database closes), which must not delay it.
+                container.closing.add(record)
+                if flush is not None:
+                    flush()
                 try:
                     result.close()
                 except BaseException:  # noqa: BLE001 - the app boundary: log, carry on
                     log.exception("request %d: the app's close() failed", record.request_id)
+                container.closing.discard(record)
+                on_closed = container.on_closed
+                if on_closed is not None:
+                    container.call_from_thread(on_closed)
             set_current_request(None)
             running.discard(record)
             exchange.body.close()
-            if container.flush is not None:
-                container.flush()
+            if flush is not None:
+                flush()
 
     def fail(self) -> None:
         """Called in an app thread with the app's exception being handled."""
