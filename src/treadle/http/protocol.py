@@ -372,8 +372,17 @@ class HTTPChannel(Protocol):
         self.factory.dispatch(exchange)
 
     def protocol_error(self, error: ProtocolError) -> None:
-        log.info("%s: %d %s", self.peer_text, error.status, error)
         current = self.current
+        if current is not None and current.body_complete:
+            # The error belongs to a later request (this one's body is whole): RFC 9112
+            # §9.3.2 has responses go in request order, so it waits behind the response
+            # in flight and is answered (400 + close) once that is sent. A dead parser
+            # raises the same error again on later bytes: keep it once.
+            if not any(event is error for event in self.backlog):
+                self.backlog.append(error)
+            self.pause_reading()
+            return
+        log.info("%s: %d %s", self.peer_text, error.status, error)
         if current is not None and current.dispatched and not current.body_complete:
             # The body of a request the app is already reading is broken: its reader
             # fails and the connection closes after its response.
