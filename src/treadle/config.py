@@ -156,13 +156,14 @@ class Pool:
         why="holds a burst from 1000 clients; about a second of work at typical Django rates",
     )
     idle_spin_us: int = setting(
-        50,
+        0,
         "Longest time, in microseconds, the reactor keeps polling after traffic, while no request "
         "is running, before it sleeps: a client's next request then finds it awake. The "
-        "window shrinks to nothing while traffic is sparse; 0 turns it off.",
+        "window shrinks to nothing while traffic is sparse; 0 turns it off. Opt in (50 is a "
+        "good start) where waking a halted core is slow, as on many VMs: it spends CPU.",
         parse=parse_count,
         flag="--idle-spin-us",
-        why="waking a halted core costs ~50 us on a VM, a third of a keep-alive request",
+        why="off, as HAProxy's busy-polling: a spin costs CPU per request, billed under quotas",
     )
     gc_threshold: int = setting(
         20000,

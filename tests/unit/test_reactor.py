@@ -289,3 +289,11 @@ def test_the_spin_fades_under_sparse_traffic_and_returns_for_quick_clients(react
     message_after(0)  # a client that answers at once: the window grows back
     assert message_after(0.001) > 0, "a quick client is caught by the spin again"
     client.close()
+
+
+def test_the_idle_spin_is_opt_in() -> None:
+    # A spin spends CPU per request (billed under container quotas) and helps only where
+    # waking a core is slow: off unless asked for, as HAProxy's busy-polling.
+    from treadle.config import Config
+
+    assert Config().pool.idle_spin_us == 0
