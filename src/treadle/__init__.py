@@ -10,8 +10,7 @@ from typing import Any
 
 from treadle.config import Config
 from treadle.errors import RequestCancelled, WaitTimeout
-
-__version__ = "0.1.0"
+from treadle.version import __version__
 
 __all__ = ["Config", "RequestCancelled", "WaitTimeout", "__version__", "call", "serve", "wait"]
 

@@ -307,9 +307,28 @@ def test_no_host_ipv6_local_address_is_bracketed() -> None:
 
 
 def test_unix_socket_without_host() -> None:
-    environ = environ_for(make_head(headers=[]), local=None, peer=None)
-    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("localhost", "")
+    head = make_head(headers=[], http_version="1.0")
+    environ = environ_for(head, local=None, peer=None)
+    # PEP 3333: SERVER_PORT is never empty; the scheme's default, as gunicorn gives.
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("localhost", "80")
     assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("", "")
+    environ = environ_for(head, url_scheme="https", local=None, peer=None)
+    assert environ["SERVER_PORT"] == "443"
+
+
+def test_a_streamed_chunked_body_keeps_transfer_encoding() -> None:
+    # Without a computed length the app reads to the end of wsgi.input; TE is its only sign
+    # that a body exists at all.
+    head = make_head(headers=[(b"Host", b"h"), (b"Transfer-Encoding", b"chunked")])
+    environ = environ_for(head)
+    assert environ["HTTP_TRANSFER_ENCODING"] == "chunked" and "CONTENT_LENGTH" not in environ
+
+
+def test_server_software_names_treadle_and_its_version() -> None:
+    import treadle
+
+    environ = environ_for(make_head())
+    assert environ["SERVER_SOFTWARE"] == f"treadle/{treadle.__version__}"
 
 
 def test_unix_socket_with_host_uses_host() -> None:
@@ -337,7 +356,8 @@ def test_content_length_argument_wins() -> None:
     head = make_head(headers=[(b"Host", b"h"), (b"Transfer-Encoding", b"chunked")])
     environ = environ_for(head, content_length=4096)
     assert environ["CONTENT_LENGTH"] == "4096"
-    assert environ["HTTP_TRANSFER_ENCODING"] == "chunked"
+    # De-chunked: the app reads 4096 plain bytes; a proxying app must not copy TE beside CL.
+    assert "HTTP_TRANSFER_ENCODING" not in environ
     head = make_head(headers=[(b"Host", b"h"), (b"Content-Length", b"10")])
     assert environ_for(head, content_length=0)["CONTENT_LENGTH"] == "0"
 

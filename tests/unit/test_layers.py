@@ -25,6 +25,7 @@ LAYERS: dict[str, set[str]] = {
         "errors",
         "foreign_flags",
         "settings_doc",
+        "version",
         "http.events",
         "http.h1",
         "http.h2",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from urllib.parse import unquote_to_bytes
 
 from treadle.http.events import RequestHead
+from treadle.version import __version__
 
 # Header name -> environ key ("" = drop the header). Client-chosen names fill it, so it is
 # bounded: past the limit a name is converted on every request instead of being remembered.
@@ -32,6 +33,8 @@ _BASE: dict[str, object] = {
     "wsgi.run_once": False,
     # The server de-chunks and ends the stream itself, so read() without a size is safe.
     "wsgi.input_terminated": True,
+    # As gunicorn ("gunicorn/23.0.0") and waitress name themselves; apps show it.
+    "SERVER_SOFTWARE": f"treadle/{__version__}",
 }
 _BASE_MULTIPROCESS = {**_BASE, "wsgi.multiprocess": True}
 
@@ -130,7 +133,8 @@ def build_environ(
 
     ``path_info`` is already decoded and split from ``script_name``. ``content_length``,
     when not None, is the real body length (a buffered chunked body) and wins over the header.
-    ``local`` None means a unix socket.
+    ``local`` None means a unix socket. For a chunked request buffered whole, the app sees
+    CONTENT_LENGTH and no HTTP_TRANSFER_ENCODING: the environ describes the body it reads.
     """
     environ = (_BASE_MULTIPROCESS if multiprocess else _BASE).copy()
     host: bytes | None = None
@@ -154,6 +158,10 @@ def build_environ(
             environ[key] = f"{previous},{text}"
     if content_length is not None:
         environ["CONTENT_LENGTH"] = str(content_length)
+        # The body was de-chunked and counted: the app reads plain bytes of that length, so
+        # the environ must not also say chunked (an app that proxies onward and copies both
+        # would send Transfer-Encoding with Content-Length, RFC 9112 §6.1's smuggling shape).
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
 
     method = head.method
     environ["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("latin-1")
@@ -179,7 +187,10 @@ def build_environ(
         server_name = f"[{address}]" if ":" in address else address
         server_port = str(local[1])
     else:
-        server_name, server_port = "localhost", ""
+        # A unix socket and no Host (HTTP/1.0): PEP 3333 requires a non-empty SERVER_PORT;
+        # gunicorn gives a unix socket the scheme's default port, and so do we.
+        server_name = "localhost"
+        server_port = "443" if url_scheme == "https" else "80"
     environ["SERVER_NAME"] = server_name
     environ["SERVER_PORT"] = server_port
 
