@@ -29,11 +29,11 @@ def echo_path(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 class Connection:
     """One server connection whose app jobs wait until the test runs them."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: Any = echo_path) -> None:
         self.clock = MemoryReactorClock()
         self.deadlines = Deadlines(self.clock)
         self.deadlines.start()
-        self.container = WSGIContainer(echo_path, call_from_thread=lambda f, *a: f(*a))
+        self.container = WSGIContainer(app, call_from_thread=lambda f, *a: f(*a))
         self.held: list[Any] = []
         factory = HTTPFactory(
             Config.from_settings({}),

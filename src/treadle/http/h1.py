@@ -77,6 +77,15 @@ class H1Parser:
         """The error that ended this connection's parsing, if any."""
         return self._error
 
+    def close(self) -> None:
+        """The connection is gone: drop httptools' parser, which holds our bound callbacks.
+
+        That is a reference cycle; broken here, the parser and the last events (body
+        bytes) are freed by reference counting instead of waiting for the cyclic collector.
+        """
+        self._parser = None  # type: ignore[assignment]
+        self._events = []
+
     def receive_data(self, data: bytes) -> list[Event]:
         if self._error is not None:
             raise self._error
@@ -337,7 +346,9 @@ LAST_CHUNK = b"0\r\n\r\n"
 INTERNAL_ERROR = ("500 Internal Server Error", b"Internal Server Error\n")
 ERROR_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_STATUS = re.compile(r"[1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*")  # RFC 9112 §4
+# RFC 9112 §4. A WSGI app gives the final response only: 1xx would be taken by the client
+# as interim and the real answer never come (RFC 9110 §15.2), so it is refused (a 500).
+_STATUS = re.compile(r"[2-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.1 field-name
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 _DROP = {"transfer-encoding", "keep-alive", "upgrade"}  # hop-by-hop, PEP 3333 forbids them
@@ -350,7 +361,7 @@ class ResponsePlan:
     status: int  # the status code, as sent in the head
     head: bytes  # status line + headers + blank line, ready to write
     chunked: bool  # body must be chunk-encoded
-    body_allowed: bool  # False for HEAD, 1xx, 204, 304: the caller discards body bytes
+    body_allowed: bool  # False for HEAD, 204, 304: the caller discards body bytes
     keep_alive: bool  # connection stays open after this response
     content_length: int | None  # the Content-Length sent, if any
 
@@ -388,9 +399,11 @@ def plan_response(
                 _good_names.add(name)
         if type(value) is not str or _BAD_VALUE.search(value) is not None:
             raise ValueError(f"invalid value for header {name}: {value!r}")
+        # RFC 9110 §5.5: the field value excludes leading and trailing whitespace
+        # (Django's SimpleCookie output starts with a space: "Set-Cookie:  csrftoken=").
+        value = value.strip(" \t")
         lower = name.lower()
         if lower == "content-length":
-            value = value.strip()
             if not value.isdigit() or (app_length is not None and value != app_length):
                 raise ValueError(f"invalid Content-Length {value!r}")
             app_length = value
@@ -408,13 +421,13 @@ def plan_response(
     keep_alive = request.keep_alive and not closing and not app_close
     chunked = False
     length: int | None = None
-    if request.method == b"HEAD" or code < 200 or code == 204 or code == 304:
-        # RFC 9112 §6.3 rule 1: no body. RFC 9110 §8.6: never a Content-Length on 1xx
-        # or 204; on HEAD/304 the app's value describes the GET response and is kept.
+    if request.method == b"HEAD" or code == 204 or code == 304:
+        # RFC 9112 §6.3 rule 1: no body. RFC 9110 §8.6: never a Content-Length on 204;
+        # on HEAD/304 the app's value describes the GET response and is kept.
         body_allowed = False
-        if app_length is not None and code >= 200 and code != 204:
+        if app_length is not None and code != 204:
             length = int(app_length)
-        elif request.method == b"HEAD" and body_length and code >= 200 and code != 204:
+        elif request.method == b"HEAD" and body_length and code != 204:
             length = body_length  # the app produced the GET body: say how long it is
     else:
         body_allowed = True
