@@ -1,51 +1,136 @@
 """The ``treadle`` command: argv + environment -> Config, load the app, serve.
 
 Composition layer and the only place that calls sys.exit. The argument parser is
-generated from config.py, so each setting is defined once. The app is imported
-before any port is bound: a bad target fails with one line and exit status 2.
+generated from config.py, so each setting is defined once (with its default in --help
+and its gunicorn/waitress spellings as aliases); flags treadle does not take fail with
+advice (foreign_flags.py), a mistyped flag names the closest one, and no flag is ever
+abbreviated. The app is imported before any port is bound: a bad target fails with one
+line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from treadle import __version__
 from treadle.config import (
     Config,
+    aliases_of,
     flag_of,
     iter_settings,
     parse_value,
     settings_from_env,
 )
 from treadle.errors import AppLoadError, ConfigError
+from treadle.foreign_flags import refused_flags
+from treadle.settings_doc import claimed_flags, is_switch, metavar_of, shown_default
 
 EXIT_USAGE = 2
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser, exclude: Iterable[str] = ()) -> None:
-    """One flag per setting; values stay raw strings (parsed by parse_value)."""
+    """One flag per setting (plus its aliases), then the refused foreign flags.
+
+    Values stay raw strings (parsed later by parse_value). A spelling the host parser
+    already owns (Django's --pythonpath) is left to it.
+    """
     skip = set(exclude)
     for _, spec in iter_settings():
         if spec.name in skip:
             continue
         meta = spec.metadata
-        flag = flag_of(spec)
-        help_text = meta["help"].replace("%", "%%")  # argparse formats help with %
-        kwargs: dict[str, Any] = {"dest": spec.name, "default": None, "help": help_text}
-        if meta["parse"].__name__ == "parse_bool":
+        help_text = f"{meta['help']} (default: {shown_default(spec)})"
+        kwargs: dict[str, Any] = {
+            "dest": spec.name,
+            "default": None,
+            "help": help_text.replace("%", "%%"),  # argparse formats help with %
+        }
+        if is_switch(spec):
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif meta["repeat"]:
-            kwargs.update(action="append", metavar=meta["metavar"] or "VALUE")
         else:
-            kwargs["metavar"] = meta["metavar"] or spec.name.upper()
-            if meta["choices"]:
-                kwargs["choices"] = meta["choices"]
+            kwargs["metavar"] = metavar_of(spec)
+            if meta["repeat"]:
+                kwargs["action"] = "append"
+        add_spellings(parser, flag_of(spec), aliases_of(spec), kwargs)
+    for _server, flag, advice in refused_flags(claimed_flags()):
+        try:
+            parser.add_argument(flag, action=RefusedFlag, advice=advice)
+        except argparse.ArgumentError:
+            continue  # the host parser has this spelling with its own meaning: keep it
+
+
+def add_spellings(
+    parser: argparse.ArgumentParser, flag: str, aliases: Sequence[str], kwargs: dict[str, Any]
+) -> None:
+    """The flag and its aliases as one option; an alias the parser already has is dropped."""
+    short = [alias for alias in aliases if not alias.startswith("--")]
+    long = [alias for alias in aliases if alias.startswith("--")]
+    try:
+        parser.add_argument(*short, flag, *long, **kwargs)
+    except argparse.ArgumentError:
         parser.add_argument(flag, **kwargs)
+        for alias in aliases:
+            try:
+                parser.add_argument(alias, **{**kwargs, "help": argparse.SUPPRESS})
+            except argparse.ArgumentError:
+                continue  # the host parser owns this spelling
+
+
+class RefusedFlag(argparse.Action):
+    """A flag treadle does not take (yet): fail with what to do instead, exit status 2."""
+
+    def __init__(self, option_strings: list[str], dest: str, advice: str, **_: Any) -> None:
+        # nargs="?": a value after the flag (-c config.py) is taken with it, never as the app.
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="?", help=argparse.SUPPRESS)
+        self.advice = advice
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        parser.error(f"{option_string}: {self.advice}")
+
+
+def closest_flag(typed: str, known: Iterable[str]) -> str | None:
+    """The known flag nearest to a mistyped one (--bnd -> --bind), or None."""
+    word = typed.partition("=")[0]
+    matches = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unrecognized_message(extras: Sequence[str], known: Iterable[str]) -> str:
+    """The error line for arguments no option took: the first unknown flag and a guess."""
+    flags = [arg for arg in extras if arg.startswith("-") and arg != "-"]
+    if not flags:
+        return f"unrecognized arguments: {' '.join(extras)}"
+    guess = closest_flag(flags[0], known)
+    hint = f" (did you mean {guess}?)" if guess else ""
+    return f"unrecognized argument: {flags[0].partition('=')[0]}{hint}"
+
+
+class ServeParser(argparse.ArgumentParser):
+    """``treadle serve``'s parser: an unknown flag fails here, with this command's usage.
+
+    argparse hands a subcommand's leftovers to the top-level parser, which would print
+    ``usage: treadle [-h] ...`` and no hint; failing in the subparser shows ``treadle serve``.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(unrecognized_message(extras, claimed_flags() | {"--help"}))
+        return parsed, extras
 
 
 def settings_from_args(namespace: argparse.Namespace) -> dict[str, Any]:
@@ -55,13 +140,22 @@ def settings_from_args(namespace: argparse.Namespace) -> dict[str, Any]:
         raw = getattr(namespace, spec.name, None)
         if raw is None:
             continue
-        if isinstance(raw, bool):
-            found[spec.name] = raw
-        elif spec.metadata["repeat"]:
-            found[spec.name] = tuple(parse_value(spec, item) for item in raw)
-        else:
-            found[spec.name] = parse_value(spec, raw)
+        try:
+            if isinstance(raw, bool):
+                found[spec.name] = raw
+            elif spec.metadata["repeat"]:
+                found[spec.name] = tuple(parse_value(spec, item) for item in raw)
+            else:
+                found[spec.name] = parse_value(spec, raw)
+        except ConfigError as error:
+            raise ConfigError(named(flag_of(spec), error)) from None
     return found
+
+
+def named(name: str, error: ConfigError) -> str:
+    """An error about a value, led by the flag or variable that gave it."""
+    text = str(error)
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def load_app(target: str, *, factory: bool = False) -> Any:
@@ -107,10 +201,19 @@ def load_app(target: str, *, factory: bool = False) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="treadle", description="A WSGI server on Twisted.")
+    parser = argparse.ArgumentParser(
+        prog="treadle", description="A WSGI server on Twisted.", allow_abbrev=False
+    )
     parser.add_argument("--version", action="version", version=f"treadle {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve a WSGI app")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ServeParser)
+    serve = commands.add_parser(
+        "serve",
+        help="serve a WSGI app",
+        description="Serve a WSGI app. Every option is also a TREADLE_* environment "
+        "variable (docs/settings.md).",
+        usage="%(prog)s [options] TARGET",
+        allow_abbrev=False,  # --thread must not quietly mean --threads
+    )
     serve.add_argument("target", help="the WSGI app: module:app or module.app")
     add_setting_arguments(serve)
     return parser

@@ -75,6 +75,11 @@ def parse_optional_str(text: str) -> str | None:
     return text or None
 
 
+def parse_log_file(text: str) -> str | None:
+    """A path, or None for stderr: "-" means stderr, as for gunicorn's --error-logfile."""
+    return None if text in ("", "-") else text
+
+
 def setting(
     default: Any,
     help: str,
@@ -85,8 +90,16 @@ def setting(
     repeat: bool = False,
     choices: tuple[str, ...] | None = None,
     why: str = "",
+    aliases: tuple[str, ...] = (),
+    shown_default: str | None = None,
 ) -> Any:
-    """A dataclass field for one setting. ``why`` says where the default comes from."""
+    """A dataclass field for one setting. ``why`` says where the default comes from.
+
+    ``aliases`` are other spellings of the flag with the same meaning (gunicorn's ``-b``
+    for --bind); they are accepted on the command line and listed in docs/settings.md.
+    ``shown_default`` replaces the default's value in --help and the docs where the raw
+    value says nothing (None meaning "stderr").
+    """
     meta = {
         "help": help,
         "parse": parse,
@@ -95,6 +108,8 @@ def setting(
         "repeat": repeat,
         "choices": choices,
         "why": why,
+        "aliases": tuple(aliases),
+        "shown_default": shown_default,
     }
     if isinstance(default, list | dict | set):
         raise TypeError("use a tuple for repeatable settings")
@@ -110,6 +125,7 @@ class Listen:
         "shorthands HOST:PORT and unix:PATH. Repeatable.",
         repeat=True,
         metavar="ENDPOINT",
+        aliases=("-b",),
     )
     backlog: int = setting(
         2048,
@@ -123,12 +139,16 @@ class Listen:
 @dataclass(frozen=True, slots=True)
 class App:
     factory: bool = setting(
-        False, "Call the target with no arguments to get the WSGI app.", parse=parse_bool
+        False,
+        "Call the target with no arguments to get the WSGI app.",
+        parse=parse_bool,
+        aliases=("--call",),
     )
     script_name: str = setting(
         "",
         "Mount the app under this URL prefix (sets SCRIPT_NAME; requests outside it get 404).",
         metavar="/PREFIX",
+        aliases=("--url-prefix",),
     )
     multiprocess: bool = setting(
         False,
@@ -187,6 +207,7 @@ class Limits:
         parse=parse_bytes,
         flag="--max-request-line",
         why="RFC 9112 §3 recommends at least 8000 octets; nginx, gunicorn use 8K",
+        aliases=("--limit-request-line",),
     )
     max_header_count: int = setting(
         100,
@@ -194,6 +215,7 @@ class Limits:
         parse=parse_count,
         flag="--max-header-count",
         why="gunicorn's limit_request_fields",
+        aliases=("--limit-request-fields",),
     )
     max_header_bytes: int = setting(
         16 * KIB,
@@ -201,6 +223,7 @@ class Limits:
         parse=parse_bytes,
         flag="--max-header-bytes",
         why="h11, node and Tomcat allow 16 KiB",
+        aliases=("--max-request-header-size",),
     )
     max_body_bytes: int = setting(
         GIB,
@@ -208,6 +231,7 @@ class Limits:
         parse=parse_bytes,
         flag="--max-body",
         why="waitress's max_request_body_size",
+        aliases=("--max-request-body-size",),
     )
     spool_threshold_bytes: int = setting(
         MIB,
@@ -258,14 +282,14 @@ class Timeouts:
     )
     request_timeout_s: float | None = setting(
         None,
-        "Cancel a request running longer than this (504 if nothing was sent yet). Off by default.",
+        "Cancel a request running longer than this (504 if nothing was sent yet).",
         parse=parse_optional_seconds,
         flag="--request-timeout",
     )
     hard_cancel_after_s: float | None = setting(
         None,
         "Last resort: raise RequestCancelled inside a thread that ignores cancellation "
-        "this long (cannot interrupt C calls). Off by default.",
+        "this long (cannot interrupt C calls).",
         parse=parse_optional_seconds,
         flag="--hard-cancel-after",
     )
@@ -276,16 +300,17 @@ class Logging:
     access_log: str | None = setting(
         None,
         "Write an access log (combined format plus duration in microseconds) to PATH, "
-        "or - for stderr. Off by default.",
+        "or - for stderr.",
         parse=parse_optional_str,
         metavar="-|PATH",
+        aliases=("--access-logfile",),
     )
     access_log_format: str | None = setting(
         None,
-        "Access log format with %(atom)s atoms (see docs/logging.md); default: combined "
-        "plus duration.",
+        "Access log format with %(atom)s atoms (see docs/logging.md).",
         parse=parse_optional_str,
         metavar="FORMAT",
+        shown_default="combined log format plus duration",
     )
     log_level: str = setting(
         "info",
@@ -294,9 +319,11 @@ class Logging:
     )
     log_file: str | None = setting(
         None,
-        "Send treadle's own messages to this file instead of stderr.",
-        parse=parse_optional_str,
-        metavar="PATH",
+        "Send treadle's own messages to this file instead of stderr (- means stderr).",
+        parse=parse_log_file,
+        metavar="-|PATH",
+        aliases=("--error-logfile",),
+        shown_default="stderr",
     )
 
 
@@ -375,6 +402,14 @@ class Config:
         for mount in self.app.static:
             if "=" not in mount or not mount.startswith("/"):
                 raise ConfigError(f"static mount must look like /url=DIR: {mount!r}")
+        for name, value in (
+            ("--max-request-line", self.limits.max_request_line_bytes),
+            ("--max-header-count", self.limits.max_header_count),
+            ("--max-header-bytes", self.limits.max_header_bytes),
+        ):
+            # gunicorn's --limit-request-line 0 means "no limit": never map it to "refuse all".
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1 (treadle has no unlimited setting)")
 
 
 def iter_settings() -> Iterator[tuple[str, dataclasses.Field[Any]]]:
@@ -388,6 +423,11 @@ def flag_of(spec: dataclasses.Field[Any]) -> str:
     return str(spec.metadata["flag"] or "--" + spec.name.replace("_", "-"))
 
 
+def aliases_of(spec: dataclasses.Field[Any]) -> tuple[str, ...]:
+    """Other spellings of the flag with the same meaning (gunicorn's, waitress's)."""
+    return tuple(spec.metadata.get("aliases", ()))
+
+
 def env_of(spec: dataclasses.Field[Any]) -> str:
     return "TREADLE_" + flag_of(spec)[2:].replace("-", "_").upper()
 
@@ -395,8 +435,10 @@ def env_of(spec: dataclasses.Field[Any]) -> str:
 def parse_value(spec: dataclasses.Field[Any], text: str) -> Any:
     """Parse one textual value (from argv or the environment) for ``spec``."""
     choices = spec.metadata["choices"]
-    if choices and text not in choices:
-        raise ConfigError(f"{flag_of(spec)} must be one of {', '.join(choices)}: {text!r}")
+    if choices:
+        text = text.strip().lower()  # --log-level DEBUG, as gunicorn and Django accept
+        if text not in choices:
+            raise ConfigError(f"{flag_of(spec)} must be one of {', '.join(choices)}: {text!r}")
     return spec.metadata["parse"](text)
 
 
@@ -408,41 +450,11 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
         text = environ.get(env_of(spec))
         if text is None:
             continue
-        if spec.metadata["repeat"]:
-            found[spec.name] = tuple(parse_value(spec, t) for t in text.split(",") if t)
-        else:
-            found[spec.name] = parse_value(spec, text)
+        try:
+            if spec.metadata["repeat"]:
+                found[spec.name] = tuple(parse_value(spec, t) for t in text.split(",") if t)
+            else:
+                found[spec.name] = parse_value(spec, text)
+        except ConfigError as error:
+            raise ConfigError(f"{env_of(spec)}: {error}") from None
     return found
-
-
-def render_settings_markdown() -> str:
-    """docs/settings.md, generated; a test fails when the committed file drifts."""
-    lines = [
-        "# Settings",
-        "",
-        "Generated from `src/treadle/config.py` by `python -m treadle.config > docs/settings.md`;",
-        "do not edit by hand. Precedence: command-line flag > environment variable > "
-        "Django `TREADLE` dict > default.",
-        "",
-    ]
-    for group_name, group_cls in GROUPS:
-        lines += [f"## {group_name}", ""]
-        for spec in dataclasses.fields(group_cls):
-            meta = spec.metadata
-            default = spec.default
-            if isinstance(default, tuple):
-                default = ", ".join(default) or "(none)"
-            lines.append(f"### `{flag_of(spec)}`" + (" (repeatable)" if meta["repeat"] else ""))
-            lines.append("")
-            lines.append(meta["help"])
-            lines.append("")
-            lines.append(f"- environment: `{env_of(spec)}`")
-            lines.append(f"- default: `{default}`" + (f" ({meta['why']})" if meta["why"] else ""))
-            if meta["choices"]:
-                lines.append(f"- choices: {', '.join(meta['choices'])}")
-            lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(render_settings_markdown(), end="")
