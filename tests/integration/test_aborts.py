@@ -12,6 +12,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,45 @@ def test_aborted_static_downloads_leave_no_descriptor_open(serve, tmp_path: Path
 def test_aborted_file_wrapper_downloads_leave_no_descriptor_open(serve) -> None:
     server = serve("tests.apps.files:app")
     check_no_fd_left(server, b"GET /?mib=8 HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def abandon_uploads(port: int, count: int, body_bytes: int = 500 * 1024) -> None:
+    """``count`` clients, 16 at a time, each sending most of a body, then giving up."""
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % body_bytes
+    part = b"u" * (body_bytes - 1024)
+
+    def one(_: int) -> None:
+        with connect(port) as sock:
+            sock.sendall(head + part)
+            # The client gives up mid-body. Waiting for the server to close in turn keeps
+            # 16 uploads in flight, as 16 clients would (not a backlog of hundreds).
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(1) == b""
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(count)))
+
+
+@pytest.mark.slow
+def test_abandoned_uploads_leave_memory_where_it_started(serve) -> None:
+    # The default --gc-threshold: whatever a lost connection left in a reference cycle
+    # would wait for the cyclic collector and pile up meanwhile.
+    server = serve("tests.apps.echo:app")
+    pid = server.proc.pid
+    # The C allocator keeps the heap's high-water mark (free, but not returned): let it
+    # reach its working size first, then more clients must not grow it further.
+    abandon_uploads(server.port, 1000)
+    baseline = rss_bytes(pid)
+    abandon_uploads(server.port, 3000)
+    limit = baseline + 20 * 1024 * 1024
+    settled = wait_until(lambda: rss_bytes(pid) <= limit, 15)
+    grown = (rss_bytes(pid) - baseline) / 2**20
+    assert settled, f"RSS grew by {grown:.0f} MiB after 3000 abandoned uploads"

@@ -7,9 +7,13 @@ the bytes a client would.
 
 from __future__ import annotations
 
+import gc
+import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -17,7 +21,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from treadle.config import Config
 from treadle.deadlines import Deadlines
 from treadle.dispatch import Dispatcher
-from treadle.http.protocol import HTTPFactory
+from treadle.http.exchange import Exchange
+from treadle.http.h1 import H1Parser
+from treadle.http.protocol import HTTPChannel, HTTPFactory
+from treadle.static import FileProducer
+from treadle.timing import RequestRecord
 from treadle.wsgi import body as bodies
 from treadle.wsgi.container import WSGIContainer
 
@@ -334,3 +342,102 @@ def test_http10_without_length_is_close_delimited() -> None:
     assert out.startswith(b"HTTP/1.1 200 OK") or out.startswith(b"HTTP/1.0 200 OK")
     assert out.endswith(b"ab")
     assert h.closed
+
+
+# -- a lost connection is freed by reference counting alone ------------------------------
+# The cyclic collector runs rarely under --gc-threshold: whatever a lost connection leaves
+# in a reference cycle (its exchange, body, buffers) piles up until it does.
+
+
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+# What one connection and its request hold (slotted classes: counted, not weakly referenced).
+HELD_TYPES = (HTTPChannel, H1Parser, Exchange, RequestRecord, bodies.BufferedBody, FileProducer)
+
+
+def live() -> dict[str, int]:
+    counts = dict.fromkeys((kind.__name__ for kind in HELD_TYPES), 0)
+    for obj in gc.get_objects():
+        if type(obj) in HELD_TYPES:
+            counts[type(obj).__name__] += 1
+    return counts
+
+
+def lose_connection(h: Harness) -> None:
+    """Drop the connection as Twisted does: the transport lets go, then the protocol."""
+    h.transport.unregisterProducer()
+    h.protocol.connectionLost(None)
+    h.protocol = h.transport = None
+
+
+def test_a_connection_lost_mid_upload_is_freed_without_the_cyclic_gc() -> None:
+    with no_cyclic_gc():
+        before = live()
+        h = Harness()
+        h.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n" + b"a" * 100_000)
+        lose_connection(h)
+        assert live() == before
+
+
+def test_a_connection_lost_while_queued_is_freed_once_the_pool_drops_the_job() -> None:
+    with no_cyclic_gc():
+        before = live()
+        h = Harness(run_inline=False)
+        h.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde")
+        lose_connection(h)
+        job = h.held.pop()
+        job.drop()  # what the pool does with a cancelled job it dequeues
+        del job
+        assert live() == before
+
+
+def test_a_connection_lost_mid_download_is_freed_without_the_cyclic_gc() -> None:
+    def streamer(environ, start_response):
+        start_response("200 OK", [])
+        return (b"x" * 65536 for _ in range(100))
+
+    with no_cyclic_gc():
+        before = live()
+        h = Harness(streamer, run_inline=False)
+        h.send(GET)
+        job = h.held.pop()
+        h.protocol.pauseProducing()  # a client that stopped reading
+        thread = threading.Thread(target=job.run)
+        thread.start()
+        h.pump_until(lambda: h.protocol.current.on_writable is not None)
+        lose_connection(h)
+        h.pump_until(lambda: not thread.is_alive())
+        h.pump_until(lambda: h.calls.empty())
+        del job
+        assert live() == before
+
+
+def test_a_connection_lost_mid_file_download_closes_the_file_and_is_freed(tmp_path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"f" * 1024 * 1024)
+    files = []
+
+    def send_file(environ, start_response):
+        h.protocol.pauseProducing()  # the client is slow: the file waits
+        start_response("200 OK", [])
+        files.append(open(path, "rb"))  # noqa: SIM115 - closed by the app's close()
+        return environ["wsgi.file_wrapper"](files[0])
+
+    with no_cyclic_gc():
+        before = live()
+        h = Harness(send_file)
+        h.send(GET)
+        assert live()["FileProducer"] == before["FileProducer"] + 1
+        fds = len(os.listdir("/proc/self/fd"))
+        lose_connection(h)
+        assert len(os.listdir("/proc/self/fd")) == fds - 1, "the reactor's file must be closed"
+        assert live() == before
+    assert files[0].closed

@@ -282,8 +282,11 @@ class Exchange:
 
     @property
     def paused(self) -> bool:
-        """True while the client is not keeping up (the transport paused the connection)."""
-        return self.channel.producer_paused
+        """True while the client is not keeping up (the transport paused the connection).
+
+        False once the exchange is over: what the bridge still has is dropped, not held.
+        """
+        return self.channel.producer_paused and not self.done
 
     def pause(self) -> None:
         if self.producer is not None:
@@ -336,7 +339,12 @@ class Exchange:
         self.finished()
 
     def stop_producer(self) -> None:
-        """A file transfer in progress stops and closes its file (the client is gone)."""
+        """A file transfer in progress stops and closes its file (the client is gone).
+
+        Also drops the links back from whatever feeds the response (the producer, the
+        bridge's flush): those are reference cycles through this exchange.
+        """
+        self.on_writable = None
         producer, self.producer = self.producer, None
         if producer is not None:
             producer.stopProducing()

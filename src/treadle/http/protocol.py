@@ -220,6 +220,7 @@ class HTTPChannel(Protocol):
         self.factory.stalled.discard(self)
         self.factory.deadlines.watched.discard(self)
         self.backlog.clear()
+        self.parser.close()
         current, self.current = self.current, None
         if current is not None:
             current.connection_lost()
