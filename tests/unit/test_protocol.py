@@ -441,3 +441,25 @@ def test_a_connection_lost_mid_file_download_closes_the_file_and_is_freed(tmp_pa
         assert len(os.listdir("/proc/self/fd")) == fds - 1, "the reactor's file must be closed"
         assert live() == before
     assert files[0].closed
+
+
+def test_a_streamed_response_to_a_slow_client_is_freed_without_the_cyclic_gc() -> None:
+    def streamer(environ, start_response):
+        start_response("200 OK", [])
+        return (b"x" * 65536 for _ in range(100))
+
+    with no_cyclic_gc():
+        before = live()
+        h = Harness(streamer, run_inline=False)
+        h.send(GET)
+        job = h.held.pop()
+        h.protocol.pauseProducing()
+        thread = threading.Thread(target=job.run)
+        thread.start()
+        h.pump_until(lambda: h.protocol.current.on_writable is not None)  # the app waits
+        h.protocol.resumeProducing()
+        h.pump_until(lambda: not thread.is_alive() and h.calls.empty())
+        assert h.protocol.current is None and h.take().endswith(b"0\r\n\r\n")
+        lose_connection(h)
+        del job
+        assert live() == before

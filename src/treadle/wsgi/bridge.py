@@ -258,13 +258,18 @@ class _Stream:
         """Called in an app thread: wait until the reactor has taken most of the buffer."""
         if self._cond is None:
             self._cond = threading.Condition(self._lock)
-            self._cancel.add_callback(self._wake)
-        with self._cond:
-            self._waiting = True
-            while self._buffered > self._low_water and not self._cancel.is_set():
-                # The timeout is a safety net only; _flush and _wake notify.
-                self._cond.wait(5.0)
-            self._waiting = False
+        # Registered for this wait only: left on the token, it would hold this stream in a
+        # reference cycle (token -> _wake -> stream -> token) after the response ends.
+        self._cancel.add_callback(self._wake)
+        try:
+            with self._cond:
+                self._waiting = True
+                while self._buffered > self._low_water and not self._cancel.is_set():
+                    # The timeout is a safety net only; _flush and _wake notify.
+                    self._cond.wait(5.0)
+                self._waiting = False
+        finally:
+            self._cancel.remove_callback(self._wake)
 
     def _wake(self, _reason: str) -> None:
         """Called in whichever thread cancels the request."""
