@@ -458,3 +458,10 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
         except ConfigError as error:
             raise ConfigError(f"{env_of(spec)}: {error}") from None
     return found
+
+
+if __name__ == "__main__":
+    # The old spelling of the docs command; the renderer lives in settings_doc.py.
+    from treadle.settings_doc import render_settings_markdown
+
+    print(render_settings_markdown(), end="")
