@@ -200,10 +200,31 @@ def load_app(target: str, *, factory: bool = False) -> Any:
     return obj
 
 
+COMMANDS = ("serve",)
+
+
+class TopParser(argparse.ArgumentParser):
+    """``treadle``'s own parser: what comes before the command is checked here.
+
+    gunicorn and waitress take the app with no command (``gunicorn app:app``); typed that
+    way here, the error shows the line to type instead of "invalid choice".
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        first = next((arg for arg in argv if arg not in ("-h", "--help", "--version")), None)
+        if first is not None and first not in COMMANDS:
+            guess = difflib.get_close_matches(first, COMMANDS, n=1, cutoff=0.6)
+            if guess and not first.startswith("-"):
+                self.error(f"unknown command {first!r} (did you mean {guess[0]}?)")
+            self.error(f"the command comes first; did you mean: treadle serve {' '.join(argv)}")
+        return super().parse_known_args(argv, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="treadle", description="A WSGI server on Twisted.", allow_abbrev=False
-    )
+    parser = TopParser(prog="treadle", description="A WSGI server on Twisted.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"treadle {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ServeParser)
     serve = commands.add_parser(

@@ -261,3 +261,27 @@ def test_a_host_parser_keeps_its_own_spellings() -> None:
     assert namespace.pythonpath == "/x"
     assert settings_from_args(namespace)["bind"] == ("tcp:9",)
     assert settings_from_args(parser.parse_args(["--access-logfile", "-"]))["access_log"] == "-"
+
+
+# -- before the command --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["app:app"], ["-b", "127.0.0.1:0", "app:app"], ["--threads", "4", "app:app"]],
+)
+def test_an_app_typed_as_for_gunicorn_shows_the_line_to_type(capsys, argv) -> None:
+    err = fails(capsys, *argv)
+    assert f"the command comes first; did you mean: treadle serve {' '.join(argv)}" in err
+
+
+def test_a_mistyped_command_names_serve(capsys) -> None:
+    err = fails(capsys, "srve", "app:app")
+    assert "unknown command 'srve' (did you mean serve?)" in err
+
+
+def test_version_needs_no_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("treadle ")
