@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a WSGI app. Every option is also a TREADLE_* environment "
         "variable (docs/settings.md).",
         usage="%(prog)s [options] TARGET",
+        epilog="gunicorn's and waitress's spellings that mean the same are shown beside each "
+        "option; their other flags stop with what to use instead (docs/settings.md).",
         allow_abbrev=False,  # --thread must not quietly mean --threads
     )
     serve.add_argument("target", help="the WSGI app: module:app or module.app")
