@@ -207,5 +207,25 @@ class TLSServerEndpoint:
 
     def listen(self, factory: Any) -> Any:
         wrapping = TLSMemoryBIOFactory(self.creator, False, factory)
-        wrapping.protocol = TLSMemoryBIOProtocol  # not the write-buffering subclass
+        wrapping.protocol = ServerTLSConnection  # not Twisted's write-buffering subclass
         return self.tcp.listen(wrapping)
+
+
+class ServerTLSConnection(TLSMemoryBIOProtocol):
+    """A server's TLS connection: closing it sends close_notify, then closes the socket."""
+
+    def loseConnection(self) -> None:  # noqa: N802 - Twisted's name
+        """Close after what was written: close_notify, then TCP's close.
+
+        Twisted's TLS transport waits for the connection's producer to unregister (the
+        HTTP connection stays registered while it lives), then for the client's own
+        close_notify, before it closes the socket: a client that reads to the end of a
+        response delimited by the close, or idles past --keep-alive, would wait forever,
+        and the server would hold the socket. RFC 8446 §6.1 lets the side that closes skip
+        waiting for the peer's close_notify, as nginx does.
+        """
+        self.unregisterProducer()
+        super().loseConnection()
+        if self.transport is not None:
+            # Writes what is buffered, close_notify last.
+            self.transport.loseConnection()  # type: ignore[misc]

@@ -338,3 +338,49 @@ def test_an_unknown_ssl_parameter_fails_at_start(certs: Certs) -> None:
     )
     assert result.returncode == 2
     assert "does not take verify" in result.stdout + result.stderr
+
+
+# -- the server's own closes reach the client over TLS ----------------------------------------
+
+
+def read_to_close(sock: ssl.SSLSocket, timeout: float = 10.0) -> bytes:
+    """Everything until the server closes; fails if it does not within the timeout."""
+    sock.settimeout(timeout)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_connection_close_over_tls_ends_the_connection(serve_tls, certs: Certs) -> None:
+    server = serve_tls("tests.apps.echo:app")
+    with tls_connect(server.port, client_context(certs)) as sock:
+        sock.sendall(b"GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = read_to_close(sock)  # a TimeoutError here: the close never came
+    assert raw.startswith(b"HTTP/1.1 200 ") and b'"PATH_INFO": "/bye"' in raw
+
+
+def test_a_body_delimited_by_close_over_tls_ends(serve_tls, certs: Certs) -> None:
+    # HTTP/1.0 and a streamed response of unknown length: only the close ends the body
+    # (RFC 9112 §6.3 rule 8), so a close that never comes hangs the client.
+    server = serve_tls("tests.apps.stream:app")
+    with tls_connect(server.port, client_context(certs)) as sock:
+        sock.sendall(b"GET /?chunks=3&size=10 HTTP/1.0\r\nHost: x\r\n\r\n")
+        raw = read_to_close(sock)
+    assert raw.split(b"\r\n\r\n", 1)[1] == b"xxxxxxxxx\n" * 3
+
+
+def test_an_idle_tls_connection_is_closed_at_the_keep_alive_timeout(
+    serve_tls, certs: Certs
+) -> None:
+    server = serve_tls("tests.apps.echo:app", "--keep-alive", "1")
+    pid = server.proc.pid
+    with tls_connect(server.port, client_context(certs)) as sock:
+        baseline = open_fds(pid)
+        assert get(sock)["PATH_INFO"] == "/"
+        started = time.monotonic()
+        assert read_to_close(sock, timeout=10.0) == b""
+        assert time.monotonic() - started < 5
+        # The client has not answered with its own close_notify nor closed its socket:
+        # the server must not wait for either to let the connection go.
+        assert wait_until(lambda: open_fds(pid) < baseline, 10.0), "the server holds it still"
