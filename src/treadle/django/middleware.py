@@ -14,6 +14,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from treadle.cancel import current_request
+from treadle.django import internals
 from treadle.errors import RequestCancelled
 
 log = logging.getLogger("treadle")
@@ -60,5 +61,5 @@ class TreadleMiddleware:
         log.info("client went away: %s %s", view_name(request), request.path)
         response = HttpResponse(status=CLIENT_CLOSED, reason="Client Closed Request")
         # Django's log_response skips responses marked so: nobody is there to read this one.
-        response._has_been_logged = True  # type: ignore[attr-defined]
+        internals.mark_logged(response)
         return response

@@ -16,6 +16,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 
+from treadle.django import internals
 from treadle.static import Mount
 
 log = logging.getLogger("treadle")
@@ -29,8 +30,7 @@ def local_url(name: str, script_name: str) -> str | None:
     and store the absolute result, so every app thread renders the same links. An absolute
     path outside the script name could not reach this server; it is moved under it.
     """
-    # settings._wrapped holds the value before LazySettings adds a script prefix.
-    raw = getattr(settings._wrapped, name, None)
+    raw = internals.raw_setting(settings, name)  # before LazySettings adds a script prefix
     if not raw:
         return None
     raw = str(raw)
