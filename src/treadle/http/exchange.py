@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.python.failure import Failure
 
-from treadle.errors import RequestCancelled
 from treadle.http import h1
 from treadle.http.events import RequestHead
 from treadle.timing import RequestRecord
@@ -53,12 +52,9 @@ class Exchange:
         "done",
         "dispatched",
         "body_complete",
-        "streaming_body",
-        "continue_sent",
         "on_writable",
         "producer",
         "request_deadline",
-        "body_deadline",
     )
 
     def __init__(
@@ -80,37 +76,28 @@ class Exchange:
         self.done = False
         self.dispatched = False
         self.body_complete = False
-        self.streaming_body = False
-        self.continue_sent = False
         self.on_writable: Callable[[], None] | None = None
         self.producer: Any = None
         self.request_deadline: float | None = None
-        self.body_deadline: float | None = None
 
     # -- request body -----------------------------------------------------------
 
     def body_data(self, data: bytes) -> None:
-        if self.streaming_body:
-            if self.body.feed(data):
-                self.channel.pause_reading()
-        else:
-            self.body.feed(data)
+        self.body.feed(data)
 
     def body_end(self) -> None:
         if self.body_complete:
             return  # a body-less request: its EndOfMessage follows its head
         self.body_complete = True
         self.body.finish()
-        if not self.streaming_body and not self.done:
+        if not self.done:
             self.content_length = self.body.length
             self.channel.start_app(self)
 
     def body_failed(self, error: BaseException) -> None:
+        """The body cannot be completed (``error``): the request is dropped unrun."""
         self.body_complete = True  # nothing more will be read for it
-        if self.streaming_body:
-            self.body.fail(error)
-        else:
-            self.body.close()
+        self.body.close()
 
     def timed_out(self) -> None:
         """The request ran past --request-timeout: cancel it; 504 if nothing was sent."""
@@ -123,25 +110,10 @@ class Exchange:
             self.channel.factory.timeouts.request_timeout_s or 0.0,
         )
         record.cancel_now("request timeout")
-        if self.streaming_body and not self.body_complete:
-            self.body.fail(RequestCancelled("request timeout"))
         if self.plan is None:
             self.send_error(504, "Gateway Timeout: the application took too long")
         else:
             self.abort("request timeout")
-
-    def continue_from_thread(self) -> None:
-        """Called in an app thread on its first read of the body."""
-        self.channel.factory.call_from_thread(self.send_continue)
-
-    def drained_from_thread(self) -> None:
-        """Called in an app thread when the body buffer has room again."""
-        self.channel.factory.call_from_thread(self.channel.resume_reading)
-
-    def send_continue(self) -> None:
-        if not self.done and self.plan is None and not self.continue_sent:
-            self.continue_sent = True
-            self.channel.send(h1.CONTINUE)
 
     # -- the response: the bridge's sink ----------------------------------------
 
@@ -150,7 +122,7 @@ class Exchange:
     ) -> tuple[h1.ResponsePlan, bytes | None]:
         """Plan the app's response head; an invalid head becomes a 500 (with its body)."""
         channel = self.channel
-        closing = channel.factory.draining or (self.streaming_body and not self.body_complete)
+        closing = channel.factory.draining
         try:
             plan = h1.plan_response(
                 self.head,
@@ -354,11 +326,8 @@ class Exchange:
             self.mark_done()
             self.stop_producer()
             self.record.cancel_now("client went away")
-            if self.body is not None:
-                if self.streaming_body:
-                    self.body.fail(RequestCancelled("client went away"))
-                elif not self.dispatched:
-                    self.body.close()
+            if not self.dispatched:
+                self.body.close()  # once dispatched, the app's job closes it
             self.finished()
 
     def finished(self) -> None:

@@ -319,18 +319,9 @@ class HTTPChannel(Protocol):
             current = self.current
             if current is not None:
                 current.body_data(event.data)  # type: ignore[union-attr]
-                body_deadline = self.factory.deadlines.now + self.factory.timeouts.body_timeout_s
                 if self.state == BODY:
-                    self.deadline = body_deadline
-                elif current.streaming_body and not current.body_complete:
-                    # The app is reading this body as it arrives: it must keep coming.
-                    current.body_deadline = body_deadline
-                    request_deadline = current.request_deadline
-                    self.deadline = (
-                        body_deadline
-                        if request_deadline is None
-                        else min(body_deadline, request_deadline)
-                    )
+                    timeouts = self.factory.timeouts
+                    self.deadline = self.factory.deadlines.now + timeouts.body_timeout_s
         elif kind is EndOfMessage:
             if self.current is not None:
                 self.current.body_end()
@@ -345,25 +336,21 @@ class HTTPChannel(Protocol):
             exchange.body_complete = True
             self.current = exchange
             self.start_app(exchange)
-        elif head.expect_continue:
-            # RFC 9110 §10.1.1: answer 100 only when the app starts reading the body.
-            exchange = Exchange(self, head, None, head.content_length)
-            exchange.body = bodies.StreamingBody(
-                on_first_read=exchange.continue_from_thread,
-                on_drained=exchange.drained_from_thread,
-            )
-            exchange.streaming_body = True
-            self.current = exchange
-            self.start_app(exchange)
         else:
             # The reactor reads the whole body (spooled past a threshold) before the app
-            # runs, so a slow upload never holds a thread.
+            # runs, so a slow upload never holds a thread, with or without 100-continue.
             exchange = Exchange(
                 self, head, bodies.BufferedBody(factory.limits.spool_threshold_bytes), None
             )
             self.state = BODY
             self.deadline = factory.deadlines.now + factory.timeouts.body_timeout_s
             self.current = exchange
+            if head.expect_continue:
+                # RFC 9110 §10.1.1: the head passed the limits (an over-long Content-Length
+                # got 413 from the parser, before this), so the client may send the body.
+                # The reactor answers, as gunicorn and nginx do: waiting for the app's
+                # first read would hold a thread while the body trickles in.
+                self.send(h1.CONTINUE)
 
     def start_app(self, exchange: Exchange) -> None:
         """Hand the request to the dispatcher; from now on only --request-timeout applies."""
@@ -384,11 +371,6 @@ class HTTPChannel(Protocol):
             self.pause_reading()
             return
         log.info("%s: %d %s", self.peer_text, error.status, error)
-        if current is not None and current.dispatched and not current.body_complete:
-            # The body of a request the app is already reading is broken: its reader
-            # fails and the connection closes after its response.
-            current.body_failed(error)
-            return
         self.refuse(error.status, str(error), error)
 
     def refuse(self, status: int, message: str, error: BaseException) -> None:
@@ -420,16 +402,7 @@ class HTTPChannel(Protocol):
             log.info("%s: 408 request head not received in time", self.peer_text)
             self.send_error(408, "Request Timeout: the request head took too long")
         elif state == APP and self.current is not None:
-            current = self.current
-            body_deadline = current.body_deadline
-            if body_deadline is not None and not current.body_complete:
-                request_deadline = current.request_deadline
-                if request_deadline is None or body_deadline < request_deadline:
-                    log.info("%s: request body stopped arriving", self.peer_text)
-                    current.body_failed(TimeoutError("request body timeout"))
-                    self.deadline = request_deadline
-                    return
-            current.timed_out()
+            self.current.timed_out()
         elif state == BODY and self.current is not None:
             log.info("%s: 408 request body not received in time", self.peer_text)
             self.refuse(
