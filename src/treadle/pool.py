@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from treadle.errors import RequestCancelled
 from treadle.timing import RequestRecord
 
 log = logging.getLogger("treadle.pool")
@@ -215,10 +214,6 @@ class ThreadPool:
                     job.drop()
                 else:
                     job.run()
-            except RequestCancelled:
-                # A hard cancel that landed after its job had already finished:
-                # the thread stays in the pool.
-                continue
             except BaseException:
                 # Job.run() catches the app's errors itself; reaching here is a bug in
                 # treadle. Log it and keep the thread so the pool never shrinks.

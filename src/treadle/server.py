@@ -82,6 +82,7 @@ class Server:
             call_from_thread=self.outbox,
             script_name=config.app.script_name,
             multiprocess=config.app.multiprocess,
+            hard_cancel=config.timeouts.hard_cancel_after_s is not None,
         )
         all_mounts = list(mounts) + static_mounts(config.app.static)
         static = None

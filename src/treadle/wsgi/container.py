@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, Protocol
 
+from treadle import hardcancel
 from treadle.cancel import set_current_request
 from treadle.errors import RequestCancelled
 from treadle.http.events import RequestHead
@@ -94,8 +95,10 @@ class WSGIContainer:
         call_from_thread: Callable[..., Any],
         script_name: str = "",
         multiprocess: bool = False,
+        hard_cancel: bool = False,
     ) -> None:
         self.app = app
+        self.hard_cancel = hard_cancel  # --hard-cancel-after is set: app code runs gated
         self.call_from_thread = call_from_thread
         # An Outbox lets a whole response wait for the job's end to wake the reactor.
         self.call_later: Callable[..., Any] = getattr(call_from_thread, "later", call_from_thread)
@@ -120,7 +123,16 @@ class WSGIContainer:
 class WSGIJob:
     """One request's trip through an app thread; the pool calls run() or drop()."""
 
-    __slots__ = ("container", "exchange", "record", "channel", "status", "headers", "head_sent")
+    __slots__ = (
+        "container",
+        "exchange",
+        "record",
+        "channel",
+        "status",
+        "headers",
+        "head_sent",
+        "result",
+    )
 
     def __init__(self, container: WSGIContainer, exchange: Exchange) -> None:
         self.container = container
@@ -135,6 +147,7 @@ class WSGIJob:
         self.status: str | None = None
         self.headers: Headers = []
         self.head_sent = False
+        self.result: Any = None  # the app's iterable, once it has returned one
 
     def drop(self) -> None:
         """Called in an app thread: the client left while the request was queued."""
@@ -148,43 +161,31 @@ class WSGIJob:
         container = self.container
         record.started_at = time.perf_counter()
         record.thread = threading.current_thread().name
-        record.thread_ident = threading.get_ident()
         set_current_request(record)
         running = container.running
         running.add(record)
-        result: Any = None
+        gate = hardcancel.gate() if container.hard_cancel else None
         try:
-            environ = build_environ(
-                exchange.head,
-                url_scheme=exchange.scheme,
-                local=exchange.local,
-                peer=exchange.peer,
-                script_name=container.script_name,
-                path_info=exchange.path_info,
-                multiprocess=container.multiprocess,
-                wsgi_input=exchange.body,
-                errors=container.errors,
-                content_length=exchange.content_length,
-            )
-            environ["wsgi.file_wrapper"] = FileWrapper
-            environ["treadle.cancelled"] = record.cancel
-            environ["treadle.request_id"] = record.request_id
-            result = container.app(environ, self.start_response)
-            self.send(result)
+            if gate is not None:
+                gate.enter(record)
+            try:
+                self.call_app()
+            finally:
+                while gate is not None:
+                    # A hard cancel raised just before may land here, even before leave()'s
+                    # first line: take it and leave again. Once leave() returns, none can.
+                    try:
+                        gate.leave(record)
+                        break
+                    except RequestCancelled:
+                        continue
         except RequestCancelled:
-            log.info(
-                "request %d %s %s cancelled: %s",
-                record.request_id,
-                record.method,
-                record.path,
-                record.cancel.reason or "client went away",
-            )
-            self.channel.abort("cancelled")
-        except BaseException:  # noqa: BLE001 - the app boundary: 500 or abort, logged once
-            self.fail()
+            # A hard cancel that landed while the app's own failure was being handled: the
+            # reactor had already answered or dropped the request when it raised it.
+            log.info("request %d: hard-cancelled on its way out of the app", record.request_id)
         finally:
-            record.thread_ident = 0  # no hard cancel once the app has returned
             flush = container.flush
+            result = self.result
             if result is not None and hasattr(result, "close"):
                 # PEP 3333 lets close() run after the response is sent; Django's runs the
                 # request_finished handlers (database closes), which must not delay it.
@@ -204,6 +205,42 @@ class WSGIJob:
             exchange.body.close()
             if flush is not None:
                 flush()
+
+    def call_app(self) -> None:
+        """Run the app and hand its response over (its iterable is kept in self.result for
+        close()). Called in an app thread; a hard cancel may land anywhere in here."""
+        record = self.record
+        exchange = self.exchange
+        container = self.container
+        try:
+            environ = build_environ(
+                exchange.head,
+                url_scheme=exchange.scheme,
+                local=exchange.local,
+                peer=exchange.peer,
+                script_name=container.script_name,
+                path_info=exchange.path_info,
+                multiprocess=container.multiprocess,
+                wsgi_input=exchange.body,
+                errors=container.errors,
+                content_length=exchange.content_length,
+            )
+            environ["wsgi.file_wrapper"] = FileWrapper
+            environ["treadle.cancelled"] = record.cancel
+            environ["treadle.request_id"] = record.request_id
+            result = self.result = container.app(environ, self.start_response)
+            self.send(result)
+        except RequestCancelled:
+            log.info(
+                "request %d %s %s cancelled: %s",
+                record.request_id,
+                record.method,
+                record.path,
+                record.cancel.reason or "client went away",
+            )
+            self.channel.abort("cancelled")
+        except BaseException:  # noqa: BLE001 - the app boundary: 500 or abort, logged once
+            self.fail()
 
     def fail(self) -> None:
         """Called in an app thread with the app's exception being handled."""
