@@ -253,27 +253,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     namespace = parser.parse_args(argv)
     from treadle import logs, reactor, reload
+    from treadle.supervisor import child
 
     reactor.install()  # before the app is imported: it may import the global reactor
 
     try:
         config = config_from(namespace)
-        if reload.is_child():
-            config = reload.adopt(config)  # listen on the reload parent's sockets
-        elif config.reload.reload:
-            # The parent never imports the app: a broken app must not end the reloader.
+        if child.is_child():
+            config = child.adopt(config)  # listen on the parent's sockets
+        elif config.reload.reload or config.supervised():
+            # The parent never imports the app: a broken app must not end the reloader,
+            # and each worker (and each SIGHUP) imports it afresh.
             logs.configure(config)
             args = sys.argv[1:] if argv is None else list(argv)
             child_argv = [sys.executable, "-m", "treadle", *args]
-            watch_dirs = reload.watch_dirs_for(namespace.target)
-            sys.exit(reload.run_with_reload(child_argv, config, watch_dirs=watch_dirs))
+            if config.reload.reload:
+                watch_dirs = reload.watch_dirs_for(namespace.target)
+                sys.exit(reload.run_with_reload(child_argv, config, watch_dirs=watch_dirs))
+            from treadle.supervisor import arbiter
+
+            sys.exit(arbiter.run_workers(child_argv, config))
         app = load_app(namespace.target, factory=config.app.factory)
     except (ConfigError, AppLoadError) as error:
-        if reload.is_child():
+        if child.is_child():
             reload.print_cause(error)  # the developer wants the whole traceback
         print(f"treadle: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        # A worker that cannot load the app stops the supervisor instead of being retried.
+        load_failed = isinstance(error, AppLoadError) and child.is_worker()
+        sys.exit(child.EXIT_APP_LOAD if load_failed else EXIT_USAGE)
     from treadle import server
 
     logs.configure(config)
-    sys.exit(server.run(app, config))
+    sys.exit(server.run(app, config, on_started=child.on_started))

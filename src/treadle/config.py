@@ -342,6 +342,41 @@ class Reload:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Workers:
+    workers: int = setting(
+        1,
+        "Worker processes. 1 serves from this process; more starts a supervisor that holds "
+        "the listening sockets, runs N workers on them, replaces any that dies and reloads "
+        "them on SIGHUP without dropping a request (docs/deploy.md).",
+        parse=parse_count,
+        aliases=("-w",),
+        why="one process is what treadle always did; gunicorn's default is 1 too",
+    )
+    max_requests: int = setting(
+        0,
+        "Replace a worker once it has served this many requests (0: never). Its replacement "
+        "is ready before it stops accepting; with --workers 1 this starts the supervisor.",
+        parse=parse_count,
+        why="gunicorn's default: off",
+    )
+    max_requests_jitter: int = setting(
+        0,
+        "Add a random 0..J to each worker's --max-requests, so workers do not recycle together.",
+        parse=parse_count,
+        metavar="J",
+    )
+    heartbeat_timeout_s: float = setting(
+        30.0,
+        "Under the supervisor, kill and replace a worker whose reactor has not reported for "
+        "this long (its threads' stacks are logged first); 0 turns it off. Unlike gunicorn's "
+        "--timeout, a long request does not count: only a stuck reactor does.",
+        parse=parse_seconds,
+        flag="--heartbeat-timeout",
+        why="gunicorn's --timeout default",
+    )
+
+
 GROUPS: tuple[tuple[str, type], ...] = (
     ("listen", Listen),
     ("app", App),
@@ -350,6 +385,7 @@ GROUPS: tuple[tuple[str, type], ...] = (
     ("timeouts", Timeouts),
     ("logging", Logging),
     ("reload", Reload),
+    ("workers", Workers),
 )
 
 
@@ -364,6 +400,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     logging: Logging = field(default_factory=Logging)
     reload: Reload = field(default_factory=Reload)
+    workers: Workers = field(default_factory=Workers)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> Config:
@@ -391,9 +428,17 @@ class Config:
             spec.name: getattr(getattr(self, group), spec.name) for group, spec in iter_settings()
         }
 
+    def supervised(self) -> bool:
+        """Does ``treadle serve`` start the supervisor (several workers, or recycling)?"""
+        return self.workers.workers > 1 or self.workers.max_requests > 0
+
     def validate(self) -> None:
         if self.pool.threads < 1:
             raise ConfigError("threads must be at least 1")
+        if self.workers.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if self.reload.reload and self.supervised():
+            raise ConfigError("--reload runs one worker: leave out --workers and --max-requests")
         if not self.listen.bind:
             raise ConfigError("at least one --bind is needed")
         prefix = self.app.script_name

@@ -31,11 +31,6 @@ REFUSED: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ),
     (
         "gunicorn",
-        ("-w", "--workers"),
-        f"{NOT_YET}: treadle runs one process; --threads N sets how many requests run at once",
-    ),
-    (
-        "gunicorn",
         ("-k", "--worker-class"),
         "treadle has one kind of worker: the Twisted reactor does all I/O and --threads N "
         "app threads run the app",
@@ -68,7 +63,6 @@ REFUSED: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "treadle stays in the foreground: run it under systemd, a container or supervisord",
     ),
     ("gunicorn", ("--preload",), f"{NOT_YET}: the one process loads the app once"),
-    ("gunicorn", ("--max-requests", "--max-requests-jitter"), NOT_YET),
     (
         "gunicorn",
         ("--certfile", "--keyfile", "--ca-certs"),

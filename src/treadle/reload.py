@@ -10,32 +10,31 @@ refused" across a restart; while the app fails to load, the parent answers with 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
-import json
 import logging
 import os
 import re
 import signal
-import socket
-import stat
 import sys
 import threading
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from treadle import listen
 from treadle.config import Config
 from treadle.reload_worker import Worker
+from treadle.supervisor import child
+from treadle.supervisor.child import adopt, is_child
+from treadle.supervisor.sockets import Held, hold, release
+
+__all__ = ["ChangeFilter", "adopt", "hold", "is_child", "print_cause", "run_with_reload"]
 
 log = logging.getLogger("treadle")
 
-# JSON {"parent": pid, "binds": [...]}: the child's binds, which replace its --bind/TREADLE_BIND.
-ENV = "TREADLE_RELOAD_BINDS"
+# The child's job (its sockets, which replace its --bind/TREADLE_BIND): supervisor/child.py.
+ENV = child.ENV
 
 IGNORED_DIRS = frozenset(
     {
@@ -50,34 +49,7 @@ EDITOR_TEMP = re.compile(r"~$|^\.#|^#.*#$|\.sw[a-p]$|^4913$|\.___jb_\w+___$|^fly
 DATABASES = re.compile(r"\.sqlite3(-journal|-wal|-shm)?$")
 
 
-def is_child() -> bool:
-    """True inside a reload child: its sockets come from the parent."""
-    return ENV in os.environ
-
-
-# -- the child side ---------------------------------------------------------------
-
-
-def adopt(config: Config) -> Config:
-    """In a child: ``config`` with the parent's sockets as its binds; dies with the parent.
-
-    The adopted binds replace whatever flags and environment said, because the parent
-    already bound exactly those addresses.
-    """
-    data = json.loads(os.environ[ENV])
-    _die_with_parent(int(data["parent"]))
-    return config.replace(bind=tuple(data["binds"]))
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: SIGTERM when the parent dies (even by SIGKILL), so no orphan keeps the port."""
-    if sys.platform != "linux":
-        return
-    pr_set_pdeathsig = 1  # <linux/prctl.h>
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+# The child side (is_child, adopt) is every supervised child's: see supervisor/child.py.
 
 
 def print_cause(error: BaseException) -> None:
@@ -96,99 +68,6 @@ def print_cause(error: BaseException) -> None:
         ]
     )
     print("".join(report.format()), end="", file=sys.stderr)
-
-
-# -- the parent side: sockets -------------------------------------------------------
-
-
-@dataclass
-class Held:
-    """A listening socket the parent keeps open across restarts."""
-
-    sock: socket.socket
-    address: str
-    unix_path: str | None = None
-    backlog: int | None = None  # chosen by the bind itself (backlog=N), else the setting's
-
-    @property
-    def child_bind(self) -> str:
-        return listen.adopted_bind(self.sock.fileno(), self.sock.family, self.backlog)
-
-
-def _split(description: str) -> tuple[str, list[str], dict[str, str]]:
-    """A Twisted endpoint string -> (kind, positional args, keyword args); ``\\:`` escapes."""
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in description:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    args = [part for part in parts[1:] if "=" not in part]
-    kwargs = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
-    return parts[0], args, kwargs
-
-
-def hold(bind: str, default_backlog: int = 2048) -> Held | None:
-    """Bind and listen for a tcp/tcp6/unix bind; None for kinds only the child can open."""
-    kind, args, kwargs = _split(listen.normalize(bind))
-    chosen = int(kwargs["backlog"]) if "backlog" in kwargs else None
-    backlog = default_backlog if chosen is None else chosen
-    if kind in ("tcp", "tcp6"):
-        family = socket.AF_INET if kind == "tcp" else socket.AF_INET6
-        port = int(kwargs.get("port", args[0] if args else 0))
-        interface = kwargs.get("interface", "" if kind == "tcp" else "::")
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does
-            sock.bind((interface, port))
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
-        host, real_port = sock.getsockname()[:2]
-        shown = f"[{host}]" if family == socket.AF_INET6 else host
-        address = f"http://{shown}:{real_port}"
-        return Held(sock, address, backlog=chosen)
-    if kind == "unix":
-        path = kwargs.get("address", args[0] if args else "")
-        _remove_stale_socket(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-            os.chmod(path, int(kwargs.get("mode", "666"), 8))  # Twisted's default mode
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
-        return Held(sock, f"unix:{path}", unix_path=path, backlog=chosen)
-    return None
-
-
-def _remove_stale_socket(path: str) -> None:
-    """A socket file left by a dead server is removed; one with a live server is an error."""
-    try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return
-    except OSError:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            os.unlink(path)
-            return
-        except OSError:
-            return
-    raise OSError(f"{path} is in use by another server")
 
 
 # -- the parent side: what to watch --------------------------------------------------
@@ -294,10 +173,10 @@ def run_with_reload(
                 binds.append(kept.child_bind)
     except OSError as error:
         log.error("reload: cannot listen: %s", error)
-        _release(held)
+        release(held)
         return 1
     roots = _roots(watch_dirs if watch_dirs is not None else [Path.cwd()])
-    env = {**os.environ, ENV: json.dumps({"parent": os.getpid(), "binds": binds})}
+    env = {**os.environ, ENV: child.Job(parent=os.getpid(), binds=tuple(binds)).to_env()}
     stop_timeout_s = config.timeouts.graceful_timeout_s + 5.0
     worker = Worker(child_argv, env, [h.sock for h in held], stop_timeout_s, roots)
     stop = threading.Event()
@@ -336,13 +215,5 @@ def run_with_reload(
         worker.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _release(held)
+        release(held)
     return 0
-
-
-def _release(held: Iterable[Held]) -> None:
-    for kept in held:
-        kept.sock.close()
-        if kept.unix_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(kept.unix_path)

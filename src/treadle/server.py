@@ -266,8 +266,19 @@ def catch_sigint(handler: Callable[[], None]) -> None:
         log.debug("SIGINT left to the program that runs the reactor")
 
 
-def run(app: WSGIApp, config: Config, *, mounts: Sequence[Any] = (), reactor: Any = None) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit status. Main thread."""
+def run(
+    app: WSGIApp,
+    config: Config,
+    *,
+    mounts: Sequence[Any] = (),
+    reactor: Any = None,
+    on_started: Callable[[Server], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status. Main thread.
+
+    ``on_started(server)`` runs in the reactor thread once every listener is up (a
+    supervised worker reports ready there).
+    """
     raise_open_file_limit()
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -287,7 +298,10 @@ def run(app: WSGIApp, config: Config, *, mounts: Sequence[Any] = (), reactor: An
 
     def begin() -> None:
         catch_sigint(lambda: reactor.callFromThread(server.interrupt))
-        defer.Deferred.fromCoroutine(server.start()).addErrback(started_failed)
+        started = defer.Deferred.fromCoroutine(server.start())
+        if on_started is not None:
+            started.addCallback(lambda _addresses: on_started(server))
+        started.addErrback(started_failed)
 
     reactor.callWhenRunning(begin)
     reactor.addSystemEventTrigger(

@@ -151,7 +151,7 @@ def test_help_shows_every_settings_default_and_alias(capsys) -> None:
 
 def test_help_does_not_list_refused_flags(capsys) -> None:
     text = help_text(capsys)
-    assert "--workers" not in text and "--daemon" not in text
+    assert "--worker-class" not in text and "--daemon" not in text
 
 
 # -- gunicorn's and waitress's spellings ---------------------------------------------------

@@ -1,0 +1,94 @@
+"""Listening sockets a parent process binds once and hands to its children by descriptor.
+
+Composition layer, used by the supervisor and the dev reloader in the parent: plain
+``socket`` calls, no reactor. A held socket outlives every child, so a restart never
+refuses a connection; a child adopts it with an ``fd:N:family=...`` bind (listen.py).
+It never accepts a connection itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from treadle import listen
+
+
+@dataclass
+class Held:
+    """A listening socket the parent keeps open across restarts."""
+
+    sock: socket.socket
+    address: str
+    unix_path: str | None = None
+    backlog: int | None = None  # chosen by the bind itself (backlog=N), else the setting's
+
+    @property
+    def child_bind(self) -> str:
+        return listen.adopted_bind(self.sock.fileno(), self.sock.family, self.backlog)
+
+
+def hold(bind: str, default_backlog: int = 2048) -> Held | None:
+    """Bind and listen for a tcp/tcp6/unix bind; None for kinds only the child can open."""
+    kind, args, kwargs = listen.split_description(listen.normalize(bind))
+    chosen = int(kwargs["backlog"]) if "backlog" in kwargs else None
+    backlog = default_backlog if chosen is None else chosen
+    if kind in ("tcp", "tcp6"):
+        family = socket.AF_INET if kind == "tcp" else socket.AF_INET6
+        port = int(kwargs.get("port", args[0] if args else 0))
+        interface = kwargs.get("interface", "" if kind == "tcp" else "::")
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does
+            sock.bind((interface, port))
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        host, real_port = sock.getsockname()[:2]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        return Held(sock, f"http://{shown}:{real_port}", backlog=chosen)
+    if kind == "unix":
+        path = kwargs.get("address", args[0] if args else "")
+        _remove_stale_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, int(kwargs.get("mode", "666"), 8))  # Twisted's default mode
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return Held(sock, f"unix:{path}", unix_path=path, backlog=chosen)
+    return None
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a dead server is removed; one with a live server is an error."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)
+            return
+        except OSError:
+            return
+    raise OSError(f"{path} is in use by another server")
+
+
+def release(held: Iterable[Held]) -> None:
+    """Close the sockets and remove the unix socket files (the last holder is leaving)."""
+    for kept in held:
+        kept.sock.close()
+        if kept.unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(kept.unix_path)

@@ -1,0 +1,24 @@
+"""Says which worker process answered; can sleep (a request in flight) or stall the reactor."""
+
+import json
+import os
+import sys
+import time
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    seconds = float(environ.get("QUERY_STRING") or 0)
+    if path == "/sleep":
+        # The test waits for this line: the request is now in flight in this worker.
+        print(f"procinfo: sleeping {seconds} s in {os.getpid()}", file=sys.stderr, flush=True)
+        time.sleep(seconds)
+    elif path == "/stall-reactor":
+        from twisted.internet import reactor
+
+        reactor.callFromThread(time.sleep, seconds)  # a reactor stuck in a blocking call
+    body = json.dumps({"pid": os.getpid(), "multiprocess": environ["wsgi.multiprocess"]}).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]

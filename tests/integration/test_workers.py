@@ -1,0 +1,244 @@
+"""``treadle serve --workers N``: the real supervisor and its workers, real sockets and signals.
+
+Each test waits on the supervisor's log lines (``N workers ready at ... worker pids ...``)
+or on responses, with deadlines; the workers answer with their pid (tests/apps/procinfo.py),
+so a test sees which process served it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Running, treadle_command
+
+BIND = "tcp:0:interface=127.0.0.1"
+READY = re.compile(r"(\d+) workers ready at (\S+) \(supervisor pid (\d+); worker pids ([\d, ]+)\)")
+
+
+class Supervised:
+    """A running supervisor and the worker pids of its last ready line."""
+
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.consumed: set[str] = set()
+        self.port = 0
+
+    @property
+    def output(self) -> str:
+        return self.running.output
+
+    def wait_ready(self, count: int, timeout: float = 30.0) -> set[int]:
+        """The pids of the next ready line naming ``count`` workers (one not returned before)."""
+
+        def fresh_line(line: str) -> bool:
+            match = READY.search(line)
+            return match is not None and int(match[1]) == count and line not in self.consumed
+
+        line = self.running.wait_for_line(fresh_line, timeout)
+        self.consumed.add(line)
+        match = READY.search(line)
+        assert match is not None
+        self.port = int(match[2].rsplit(":", 1)[1])
+        return {int(pid) for pid in match[4].split(", ")}
+
+    def signal(self, signum: int) -> None:
+        self.running.proc.send_signal(signum)
+
+    def get(self, path: str = "/", timeout: float = 20.0) -> dict:
+        """One request on a new connection; any failure raises."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 200, (response.status, body)
+            return json.loads(body)
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def supervise() -> Iterator:
+    started: list[Running] = []
+
+    def start(*args: str, target: str = "tests.apps.procinfo:app", cwd: Path | None = None):
+        running = Running(treadle_command("serve", target, "--bind", BIND, *args), cwd=cwd)
+        started.append(running)
+        return Supervised(running)
+
+    yield start
+    for running in started:
+        running.kill()
+
+
+def pids_serving(server: Supervised, wanted: set[int], timeout: float = 20.0) -> set[int]:
+    """Request on new connections until every pid in ``wanted`` has answered."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while not wanted <= seen:
+        assert time.monotonic() < deadline, f"only {seen} of {wanted} answered"
+        seen.add(server.get()["pid"])
+    return seen
+
+
+class Load:
+    """Requests on new connections from a background thread, counting every failure."""
+
+    def __init__(self, server: Supervised, clients: int = 2) -> None:
+        self.server = server
+        self.stop = threading.Event()
+        self.pids: list[int] = []
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.pids.append(self.server.get(timeout=10)["pid"])
+            except Exception as error:  # noqa: BLE001 - every failure is what we count
+                self.failures.append(repr(error))
+
+    def wait_for_pids(self, wanted: set[int], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not wanted <= set(self.pids):
+            assert time.monotonic() < deadline, f"{wanted} never answered: {set(self.pids)}"
+            assert not self.failures, self.failures
+            self.stop.wait(0.02)  # polling our own counters, not waiting on the server
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(15)
+
+
+def test_every_worker_serves_and_says_multiprocess(supervise) -> None:
+    server = supervise("--workers", "2")
+    pids = server.wait_ready(2)
+    assert len(pids) == 2
+    # Each worker logs its own line, on the supervisor's socket (the real port).
+    for pid in pids:
+        server.running.wait_for_line(f"Listening at: http://127.0.0.1:{server.port} (pid {pid},")
+    assert pids_serving(server, pids) == pids
+    assert server.get()["multiprocess"] is True
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def test_a_killed_worker_is_replaced_and_serves(supervise) -> None:
+    server = supervise("--workers", "2")
+    pids = server.wait_ready(2)
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    server.running.wait_for_line(f"worker {victim} died (killed by SIGKILL)")
+    replaced = server.wait_ready(2)
+    assert victim not in replaced and len(replaced - pids) == 1
+    pids_serving(server, replaced)
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def test_an_app_that_cannot_be_imported_stops_the_supervisor_with_status_3(supervise) -> None:
+    server = supervise("--workers", "2", target="tests.apps.no_such_module:app")
+    began = time.monotonic()
+    status = server.running.proc.wait(30)
+    server.running.kill()
+    assert status == 3, server.output
+    assert time.monotonic() - began < 20  # no restart loop
+    assert "module 'tests.apps.no_such_module' not found" in server.output
+    assert "could not start (exit status 3" in server.output
+    assert "replacing" not in server.output
+
+
+def test_sighup_under_load_fails_no_request_and_brings_new_workers(supervise) -> None:
+    server = supervise("--workers", "2")
+    old = server.wait_ready(2)
+    load = Load(server)
+    try:
+        load.wait_for_pids(old)
+        server.signal(signal.SIGHUP)
+        new = server.wait_ready(2)
+        assert not new & old, (new, old)
+        server.running.wait_for_line("reload done")
+        load.wait_for_pids(new)
+        for pid in old:
+            server.running.wait_for_line(f"worker {pid} stopped (exit status 0)")
+        answered = len(load.pids)
+    finally:
+        load.finish()
+    assert load.failures == []
+    assert answered > 10
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(supervise) -> None:
+    server = supervise("--workers", "2")
+    server.wait_ready(2)
+    result: dict = {}
+
+    def slow_request() -> None:
+        result.update(server.get("/sleep?2", timeout=30))
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    server.running.wait_for_line("procinfo: sleeping 2.0 s")
+    server.signal(signal.SIGTERM)
+    server.running.wait_for_line("SIGTERM: stopping gracefully")
+    status = server.running.proc.wait(30)
+    thread.join(10)
+    assert status == 0, server.output
+    assert result.get("pid"), server.output  # the request in flight got its 200
+    with pytest.raises(ConnectionRefusedError):
+        server.get()
+
+
+def test_max_requests_recycles_workers_without_a_failed_request(supervise) -> None:
+    server = supervise("--workers", "1", "--max-requests", "10", "--max-requests-jitter", "2")
+    first = server.wait_ready(1)
+    load = Load(server, clients=2)
+    try:
+        load.wait_for_pids(first)
+        second = server.wait_ready(1)  # the replacement, ready before the first stops
+        load.wait_for_pids(second)
+        third = server.wait_ready(1)
+        load.wait_for_pids(third)
+    finally:
+        load.finish()
+    assert load.failures == []
+    assert len(first | second | third) == 3
+    (old,) = first
+    retired = server.running.wait_for_line(f"worker {old} served ")
+    assert 10 <= int(retired.split(" served ")[1].split()[0]) <= 12  # --max-requests + jitter
+    stopped = server.running.wait_for_line(f"stopping worker {old} (recycled)")
+    # Capacity never drops: the old worker serves on until its replacement is ready.
+    lines = server.running.lines
+    replacement_ready = next(
+        i for i, line in enumerate(lines) if str(min(second)) in line and READY.search(line)
+    )
+    assert lines.index(retired) < replacement_ready < lines.index(stopped)
+    assert load.pids.count(old) >= 10
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def test_ttin_and_ttou_change_the_worker_count(supervise) -> None:
+    server = supervise("--workers", "2")
+    two = server.wait_ready(2)
+    server.signal(signal.SIGTTIN)
+    three = server.wait_ready(3)
+    assert two < three
+    pids_serving(server, three)
+    server.signal(signal.SIGTTOU)
+    after = server.wait_ready(2)
+    assert after < three
+    (gone,) = three - after
+    server.running.wait_for_line(f"worker {gone} stopped (exit status 0)")
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
