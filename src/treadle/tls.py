@@ -136,6 +136,9 @@ def certificate_options(files: CertificateFiles) -> CertificateOptions:
         extraCertChain=[crypto.X509.from_cryptography(c) for c in chain] or None,
         dhParameters=dh,
         raiseMinimumTo=MINIMUM_VERSION,
+        # Resumption by ticket (RFC 8446 §2.2, RFC 5077): a returning client skips the
+        # certificate signature. Keys are per process and per start, so no key file to guard.
+        enableSessionTickets=True,
     )
     try:
         options.getContext()  # loads key and certificates into OpenSSL now, not per connection

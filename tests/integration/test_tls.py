@@ -384,3 +384,25 @@ def test_an_idle_tls_connection_is_closed_at_the_keep_alive_timeout(
         # The client has not answered with its own close_notify nor closed its socket:
         # the server must not wait for either to let the connection go.
         assert wait_until(lambda: open_fds(pid) < baseline, 10.0), "the server holds it still"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_a_returning_client_resumes_its_session(serve_tls, certs: Certs, version) -> None:  # noqa: ANN001
+    server = serve_tls("tests.apps.echo:app")
+    context = client_context(certs, ["h2", "http/1.1"])
+    context.maximum_version = version
+
+    def visit(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        with context.wrap_socket(
+            socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S),
+            server_hostname="127.0.0.1",
+            session=session,
+        ) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            # Read to the end: a TLS 1.3 ticket arrives after the handshake.
+            assert read_to_close(sock).startswith(b"HTTP/1.1 200 ")
+            return sock.session, sock.session_reused
+
+    session, reused = visit(None)
+    assert session is not None and not reused
+    assert visit(session)[1]
