@@ -460,3 +460,51 @@ def test_a_streamed_response_to_a_slow_client_is_freed_without_the_cyclic_gc() -
         lose_connection(h)
         del job
         assert live() == before
+
+
+# -- --request-timeout bounds the app's work, not the client's download ------------------
+
+
+def test_the_request_timeout_stops_while_the_client_is_not_reading() -> None:
+    h = Harness(run_inline=False, request_timeout_s=3.0)
+    h.send(GET)
+    exchange = h.protocol.current
+    exchange.start("200 OK", [])  # the app streams its response
+    exchange.write(b"first")
+    h.protocol.pauseProducing()  # ...to a client that is slow to take it
+    h.advance(10)
+    assert not h.closed, "time spent waiting on the client is not the app's"
+    h.protocol.resumeProducing()
+    h.advance(1)
+    assert not h.closed
+    h.advance(3)  # the app's own time runs on from where it stopped
+    assert h.transport.disconnected, "an app still streaming past its time is cut"
+
+
+class SlowSendTransport(StringTransport):
+    """Each write takes a second of the clock, as a long download does in real time."""
+
+    def __init__(self, clock: MemoryReactorClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.clock.advance(1.0)
+
+
+def test_a_file_handed_to_the_reactor_is_not_cut_by_the_request_timeout(tmp_path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"f" * 1024 * 1024)  # 16 writes of 64 KiB: 16 s of the clock
+
+    def send_file(environ, start_response):
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))  # noqa: SIM115
+
+    h = Harness(send_file, request_timeout_s=3.0)
+    h.transport = SlowSendTransport(h.clock)
+    h.protocol = h.factory.buildProtocol(None)
+    h.protocol.makeConnection(h.transport)
+    out = h.send(GET)
+    assert not h.transport.disconnected, "the app's work ended when it handed the file over"
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"f" * 1024 * 1024)

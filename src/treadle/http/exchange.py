@@ -223,6 +223,7 @@ class Exchange:
             file.close()
             return
         self.start(status, headers, length)
+        self.channel.response_handed_over()
         if self.plan is None or not self.plan.body_allowed or length == 0:
             file.close()
             self.finish()

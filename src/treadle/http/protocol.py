@@ -187,6 +187,7 @@ class HTTPChannel(Protocol):
         self.producer_paused = False
         self.unsent: int | None = None  # while stalled: the least unsent byte count seen
         self.progress_at = 0.0  # while stalled: when the client last took something
+        self.paused_at = 0.0  # when the transport last paused us (clock seconds)
         self.local: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
         self.peer_text = "-"
@@ -249,13 +250,23 @@ class HTTPChannel(Protocol):
         self.progress_at = self.factory.deadlines.now
         self.factory.stalled.add(self)
         if self.current is not None:
+            if self.state == APP:
+                # --request-timeout bounds the app's work; while the client is not taking
+                # the response, the wait is the client's (--send-timeout governs it).
+                self.paused_at = self.factory.deadlines.clock.seconds()
+                self.deadline = None
             self.current.pause()
 
     def resumeProducing(self) -> None:
         self.producer_paused = False
         self.factory.stalled.discard(self)
-        if self.current is not None:
-            self.current.resume()
+        current = self.current
+        if current is not None:
+            if self.state == APP and current.request_deadline is not None:
+                waited = self.factory.deadlines.clock.seconds() - self.paused_at
+                current.request_deadline += max(waited, 0.0)
+                self.deadline = current.request_deadline
+            current.resume()
         elif self.state == IDLE:
             self.carry_on()  # the client took our last response: start what it sent since
 
@@ -387,6 +398,12 @@ class HTTPChannel(Protocol):
             return
         self.send(h1.error_response(status, message, date=self.factory.date))
         self.close()
+
+    def response_handed_over(self) -> None:
+        """The app's work is done (a file the reactor streams): no request timeout after."""
+        if self.current is not None and self.state == APP:
+            self.current.request_deadline = None
+            self.deadline = None
 
     def request_deadline(self) -> float | None:
         timeout = self.factory.timeouts.request_timeout_s
