@@ -12,6 +12,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -406,3 +407,21 @@ def test_a_returning_client_resumes_its_session(serve_tls, certs: Certs, version
     session, reused = visit(None)
     assert session is not None and not reused
     assert visit(session)[1]
+
+
+def test_treadle_serve_returns_2_for_a_missing_key(tmp_path: Path) -> None:
+    script = (
+        "import sys, treadle\n"
+        f"bind = 'ssl:0:interface=127.0.0.1:privateKey={tmp_path / 'nope.pem'}'\n"
+        "sys.exit(10 + treadle.serve(lambda environ, start_response: [], bind=[bind]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert result.returncode == 12, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot read the TLS private key" in result.stderr
