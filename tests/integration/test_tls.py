@@ -425,3 +425,18 @@ def test_treadle_serve_returns_2_for_a_missing_key(tmp_path: Path) -> None:
     assert result.returncode == 12, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert "cannot read the TLS private key" in result.stderr
+
+
+def test_a_tls_client_that_stops_reading_is_dropped_after_the_send_timeout(
+    serve_tls, certs: Certs
+) -> None:
+    server = serve_tls("tests.apps.big:stream", "--send-timeout", "2")
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    with client_context(certs).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"GET /?mib=1024 HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for_line("client read nothing for")
+        server.wait_for_line("stream body closed")  # the app's thread is free again
+    with tls_connect(server.port, client_context(certs)) as sock:
+        sock.sendall(b"GET /?mib=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert len(read_response(sock).body) == 1024 * 1024
