@@ -7,6 +7,7 @@ and the result crosses back through one lock. Waits are cancelled by the request
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from inspect import iscoroutine
 from threading import Lock, get_ident
@@ -18,6 +19,8 @@ from twisted.python.failure import Failure
 
 from treadle.cancel import current_request
 from treadle.errors import NotInAppThread, RequestCancelled, WaitTimeout
+
+log = logging.getLogger("treadle")
 
 
 class _ThreadsReactor(Protocol):
@@ -278,7 +281,14 @@ def _cancel(waiter: _Waiter, why: str) -> None:
     waiter.cancelled = why
     deferred = waiter.deferred
     if deferred is not None:
-        deferred.cancel()  # fires _done with CancelledError unless the coroutine ignores it
+        try:
+            deferred.cancel()  # fires _done with CancelledError unless the coroutine ignores it
+        except Exception:
+            # The Deferred's canceller raised. The waiting thread is released all the same
+            # (and whoever cancelled, such as a connection being torn down, carries on).
+            log.exception(
+                "the canceller of %s raised; the wait ends anyway", _describe(deferred, None)
+            )
     _finish(waiter, None)
 
 
@@ -298,7 +308,10 @@ def _discard_unstarted(x: Any, reactor: _ThreadsReactor | None) -> None:
 def _cancel_deferred(deferred: Deferred[Any]) -> None:
     """Cancel a Deferred nobody waits on and drop its result. Called in the reactor thread."""
     deferred.addErrback(lambda _failure: None)
-    deferred.cancel()
+    try:
+        deferred.cancel()
+    except Exception:
+        log.exception("the canceller of %s raised", _describe(deferred, None))
 
 
 def _describe(x: Any, args: tuple[Any, ...] | None) -> str:

@@ -9,9 +9,12 @@ A token is created per request, so it allocates nothing until someone waits on i
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("treadle")
 
 # One lock for every token's rare transitions (set, add_callback, first wait):
 # a per-token lock would cost an allocation on every request.
@@ -58,7 +61,7 @@ class CancelToken:
         if event is not None:
             event.set()
         for callback in callbacks or ():
-            callback(reason)
+            _run(callback, reason)
         return True
 
     def add_callback(self, callback: Callable[[str], Any]) -> None:
@@ -68,7 +71,7 @@ class CancelToken:
                     self._callbacks = []
                 self._callbacks.append(callback)
                 return
-        callback(self.reason)
+        _run(callback, self.reason)
 
     def remove_callback(self, callback: Callable[[str], Any]) -> None:
         with _lock:
@@ -80,6 +83,18 @@ class CancelToken:
 
     def __repr__(self) -> str:
         return f"<CancelToken set={self._set} reason={self.reason!r}>"
+
+
+def _run(callback: Callable[[str], Any], reason: str) -> None:
+    """Run one callback; one that raises is logged and the others still run.
+
+    The reactor sets tokens while it tears a connection down: an app's callback that
+    raises must not cut that short (no access log line, a graceful stop left waiting).
+    """
+    try:
+        callback(reason)
+    except Exception:
+        log.exception("a cancel callback (%r) raised; ignored", callback)
 
 
 class _Current(threading.local):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+
+import pytest
 
 from tests.integration.wire import (
     connect,
@@ -154,3 +157,35 @@ def test_a_wait_inside_a_streamed_body_is_cancelled_and_close_is_called(serve) -
         server.wait_for_line("stream deferred created")
     server.wait_for_line("stream deferred cancelled")
     server.wait_for_line("stream body closed")
+
+
+@pytest.mark.parametrize("path", ["/callback", "/canceller"])
+def test_a_cancel_hook_that_raises_does_not_stop_the_connections_bookkeeping(
+    serve, tmp_path, path
+) -> None:
+    log_path = tmp_path / "access.log"
+    server = serve(
+        "tests.apps.raising_cancel:app",
+        "--access-log",
+        str(log_path),
+        "--graceful-timeout",
+        "60",
+    )
+    with connect(server.port) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        server.wait_for_line("waiting on the")
+        # A graceful stop now waits for this request...
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for_line("waiting up to")
+    # ...until its client leaves: the hook raises, is logged once, and the rest goes on.
+    started = time.monotonic()
+    assert server.proc.wait(30) == 0
+    assert time.monotonic() - started < 30, "the graceful stop waited for nothing"
+    assert f'"GET {path} HTTP/1.1" - 0' in wait_for_text(log_path)
+    output = server.output
+    assert output.count("Traceback") == 1, output
+    assert "broken cancel" in output
+    if path == "/callback":
+        assert "token set=True" in output
+    else:
+        assert "wait ended: RequestCancelled" in output
