@@ -221,8 +221,20 @@ class Server:
             log.warning("%s: abandoning requests still running", reason)
             drained, self._drained = self._drained, None
             for channel in list(self.factory.connections):
-                if channel.current is not None:
-                    channel.current.record.cancel.set("server shutting down")
+                current = channel.current
+                if current is None:
+                    continue
+                record = current.record
+                record.cancel.set("server shutting down")
+                if not record.started_at:
+                    # Never started (queued, or its body still arriving): it can be told to
+                    # retry elsewhere instead of seeing a bare EOF. A thread that takes it
+                    # now drops it, its token being set.
+                    current.send_error(
+                        503,
+                        "Service Unavailable: the server is shutting down",
+                        [("Retry-After", self.dispatcher.retry_after)],
+                    )
             drained.callback(None)
 
 

@@ -434,7 +434,8 @@ def test_client_going_away_is_one_info_line_not_a_500(checksite: Logged) -> None
     with socket.create_connection(("127.0.0.1", checksite.server.port), DEADLINE_S) as client:
         client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         wait_for_file_line(checksite.log_file, f"checksite: view started: {path}", checksite.server)
-        # Close with a reset: treadle reads a plain FIN as a half-close and still answers.
+        # Close with a reset (a plain FIN cancels the request too: treadle takes either as the
+        # client going away, not as a half-close).
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     line = wait_for_file_line(checksite.log_file, "client went away", checksite.server)
     assert line == f"INFO treadle: client went away: wait-for-exit {path}"
