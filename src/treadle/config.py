@@ -134,6 +134,17 @@ class Listen:
         parse=parse_count,
         why="gunicorn's default; Twisted's own is 50, too few for a burst of clients",
     )
+    max_connections: int = setting(
+        0,
+        "Most client connections open at once. At the limit treadle stops accepting: new "
+        "clients wait in the kernel's backlog until a connection closes. 0 picks 10000, or "
+        "half the open-file limit when that is lower (each connection may also hold a file "
+        "or a spooled body).",
+        parse=parse_count,
+        aliases=("--connection-limit",),
+        shown_default="0 (auto)",
+        why="waitress's connection_limit and gunicorn's worker_connections stop accepting too",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +293,9 @@ class Timeouts:
     )
     request_timeout_s: float | None = setting(
         None,
-        "Cancel a request running longer than this (504 if nothing was sent yet).",
+        "Cancel a request whose app runs longer than this (504 if nothing was sent yet). "
+        "Time waiting for a slow client to take the response, and files sent by the "
+        "reactor, do not count (--send-timeout covers the client).",
         parse=parse_optional_seconds,
         flag="--request-timeout",
     )

@@ -106,6 +106,8 @@ class Server:
             bodies=bodies,
             call_from_thread=self.outbox,
             on_finished=self._finished,
+            max_connections=max_connections(config),
+            accepting=self._set_accepting,
         )
         self.factory.noisy = False
         self.factory.on_quiet = self._check_drained
@@ -128,6 +130,18 @@ class Server:
         self._drained: defer.Deferred[None] | None = None
         self._interrupted = False  # the stop came from Ctrl-C (SIGINT)
         self._stop_now = False  # abandon requests in flight instead of waiting for them
+
+    def _set_accepting(self, accepting: bool) -> None:
+        """Reactor thread: pause or resume accepting on every port (--max-connections).
+
+        A paused port leaves new clients in the kernel's backlog, as waitress and gunicorn
+        do at their limits; they are accepted once a connection closes.
+        """
+        for port in self.ports:
+            if accepting:
+                port.startReading()
+            else:
+                port.stopReading()
 
     def _submit(self, exchange: Exchange) -> bool:
         """Reactor thread: hand a request to the pool (False when the queue is full)."""
@@ -236,6 +250,28 @@ class Server:
                         [("Retry-After", self.dispatcher.retry_after)],
                     )
             drained.callback(None)
+
+
+DEFAULT_MAX_CONNECTIONS = 10_000
+
+
+def max_connections(config: Config) -> int:
+    """--max-connections, or 10000 capped at half the open-file limit (0 picks this).
+
+    Half: a connection may also hold a file it sends or a spooled body. Raising the limit
+    (raise_open_file_limit) therefore never leaves the server without a bound.
+    """
+    if config.listen.max_connections:
+        return config.listen.max_connections
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):
+        return DEFAULT_MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(1, min(DEFAULT_MAX_CONNECTIONS, soft // 2))
 
 
 def raise_open_file_limit() -> None:

@@ -508,3 +508,25 @@ def test_a_file_handed_to_the_reactor_is_not_cut_by_the_request_timeout(tmp_path
     out = h.send(GET)
     assert not h.transport.disconnected, "the app's work ended when it handed the file over"
     assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"f" * 1024 * 1024)
+
+
+# -- --max-connections -------------------------------------------------------------------
+
+
+def test_at_max_connections_accepting_pauses_and_resumes_below_and_extras_get_503() -> None:
+    h = Harness()
+    calls: list[bool] = []
+    h.factory.max_connections = 2  # server.py passes --max-connections (or its default)
+    h.factory.accepting = calls.append
+    second = h.factory.buildProtocol(None)
+    second.makeConnection(StringTransport())
+    assert calls == [False], "the second connection reaches the limit: stop accepting"
+    # Accepted in the same burst, past the limit: answered at once, never read.
+    extra_transport = StringTransport()
+    h.factory.buildProtocol(None).makeConnection(extra_transport)
+    assert extra_transport.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"Connection: close" in extra_transport.value() and extra_transport.disconnecting
+    assert len(h.factory.connections) == 2
+    second.connectionLost(None)
+    assert calls == [False, True], "below the limit: accept again"
+    assert h.send(GET).startswith(b"HTTP/1.1 200 OK")

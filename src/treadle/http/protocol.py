@@ -45,6 +45,7 @@ log = logging.getLogger("treadle")
 
 SEND_LIMIT_BYTES = 4 * 1024 * 1024
 FIRST_REQUEST_GRACE_S = 2.0
+FULL_LOG_INTERVAL_S = 60.0  # at --max-connections: one warning a minute at most
 
 
 Headers = list[tuple[str, str]]
@@ -96,6 +97,8 @@ class HTTPFactory(Factory):
         call_from_thread: Callable[..., Any],
         on_finished: Callable[[Exchange], None] | None = None,
         scheme: str = "http",
+        max_connections: int = 0,
+        accepting: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
         self.call_from_thread = call_from_thread
@@ -113,6 +116,11 @@ class HTTPFactory(Factory):
         self.stalled: set[HTTPChannel] = set()
         self.draining = False
         self.on_quiet: Callable[[], None] | None = None  # a connection ended or went idle
+        self.max_connections = max_connections  # 0: no limit
+        # Pauses (False) and resumes (True) accepting on the listening ports.
+        self.accepting = accepting
+        self.full = False
+        self.full_logged_at = -FULL_LOG_INTERVAL_S
 
     def _tick(self, now: float) -> None:
         self.date = h1.http_date(now)
@@ -139,8 +147,35 @@ class HTTPFactory(Factory):
                 self.stalled.discard(channel)
                 channel.transport.abortConnection()
 
-    def buildProtocol(self, addr: Any) -> HTTPChannel:
+    def buildProtocol(self, addr: Any) -> Protocol:
+        if self.max_connections and len(self.connections) >= self.max_connections:
+            # Twisted accepts several connections per wake-up: those that come after the
+            # one that reached the limit are answered at once and closed.
+            return OverLimit(self.date)
         return HTTPChannel(self)
+
+    def opened(self, channel: HTTPChannel) -> None:
+        """A connection is made; at --max-connections, stop accepting (clients wait queued)."""
+        connections = self.connections
+        connections.add(channel)
+        if self.max_connections and len(connections) >= self.max_connections and not self.full:
+            self.full = True
+            if self.accepting is not None:
+                self.accepting(False)
+            now = self.deadlines.now
+            if now - self.full_logged_at >= FULL_LOG_INTERVAL_S:
+                self.full_logged_at = now
+                log.warning(
+                    "%d connections open (--max-connections): new clients wait until one closes",
+                    len(connections),
+                )
+
+    def closed(self, channel: HTTPChannel) -> None:
+        self.connections.discard(channel)
+        if self.full and len(self.connections) < self.max_connections:
+            self.full = False
+            if self.accepting is not None:
+                self.accepting(True)
 
     def drain(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their response.
@@ -165,6 +200,21 @@ class HTTPFactory(Factory):
             or (channel.state == IDLE and not channel.served)
             for channel in self.connections
         )
+
+
+class OverLimit(Protocol):
+    """A connection accepted past --max-connections: 503 and close, nothing read."""
+
+    transport: Any
+
+    def __init__(self, date: bytes) -> None:
+        self.date = date
+
+    def connectionMade(self) -> None:
+        self.transport.write(
+            h1.error_response(503, "Service Unavailable: too many connections", date=self.date)
+        )
+        self.transport.loseConnection()
 
 
 # Not IHalfCloseableProtocol on purpose: a client's FIN while its request runs means
@@ -196,7 +246,7 @@ class HTTPChannel(Protocol):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        factory.connections.add(self)
+        factory.opened(self)
         factory.deadlines.watched.add(self)
         self.deadline = factory.deadlines.now + factory.timeouts.header_timeout_s
         transport = self.transport
@@ -217,7 +267,7 @@ class HTTPChannel(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.state = CLOSED
         self.deadline = None
-        self.factory.connections.discard(self)
+        self.factory.closed(self)
         self.factory.stalled.discard(self)
         self.factory.deadlines.watched.discard(self)
         self.backlog.clear()
