@@ -9,7 +9,9 @@ Why not Twisted's own ``ssl:`` parser: its context answers every client that off
 ALPN (curl, browsers) with an "internal error" alert when the listening factory names no
 protocols (Twisted's ALPN callback then returns an empty name, which OpenSSL rejects), it
 keeps only the first certificate of a full-chain file, and its TLS floor depends on the
-Twisted version. Here the server picks the protocol itself (``choose_protocol``).
+Twisted version. Here the server picks the protocol itself (``choose_protocol``), and each
+connection (``ServerTLSConnection``) writes one record per write and closes without
+waiting for the client's close_notify.
 """
 
 from __future__ import annotations
@@ -143,7 +145,10 @@ def certificate_options(files: CertificateFiles) -> CertificateOptions:
     try:
         options.getContext()  # loads key and certificates into OpenSSL now, not per connection
     except SSL.Error as error:
-        raise ConfigError(f"OpenSSL refused the TLS files of {files.certificate!r}: {error}")
+        raise ConfigError(
+            f"OpenSSL refused the TLS key, certificates or DH parameters of "
+            f"{files.certificate!r}: {error}"
+        ) from None
     return options
 
 
