@@ -51,10 +51,11 @@ class Running:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
+        with self.proc.stdout:  # closed at EOF: an open pipe left to the GC is a ResourceWarning
+            for line in self.proc.stdout:
+                with self._cond:
+                    self.lines.append(line.rstrip("\n"))
+                    self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
 
@@ -104,6 +105,13 @@ class Running:
             self.proc.wait(10)
             raise AssertionError(f"server did not stop in {timeout}s:\n{self.output}") from None
 
+    def kill(self) -> None:
+        """Kill the child if it still runs, reap it and let the reader close its pipe."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(10)
+
 
 def treadle_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "treadle", *args]
@@ -130,9 +138,7 @@ def serve() -> Iterator[Callable[..., Running]]:
 
     yield start
     for server in running:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(10)
+        server.kill()
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +149,4 @@ def serve_shared() -> Iterator[Running]:
     )
     server.wait_ready()
     yield server
-    if server.proc.poll() is None:
-        server.proc.kill()
-        server.proc.wait(10)
+    server.kill()

@@ -58,6 +58,7 @@ def test_dotted_target_and_factory(serve) -> None:
     conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
     conn.request("GET", "/")
     assert conn.getresponse().read() == b"Hello, world!\n"
+    conn.close()
 
 
 def test_listening_line_names_every_address(serve, tmp_path) -> None:
@@ -84,6 +85,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(serve) -> None:
         info = json.loads(conn.getresponse().read())
         assert info["PATH_INFO"] == f"/n/{index}" and info["QUERY_STRING"] == f"q={index}"
         assert info["body_length"] == index and info["HTTP_X_TEST"] == "t"
+    conn.close()
 
 
 def test_http10_keep_alive(serve) -> None:
@@ -126,6 +128,7 @@ def test_streamed_response_without_length_is_chunked(serve) -> None:
     response = conn.getresponse()
     assert response.getheader("Transfer-Encoding") == "chunked"
     assert len(response.read()) == 2_000_000
+    conn.close()
 
 
 def test_expect_continue(serve) -> None:
@@ -351,6 +354,7 @@ def test_apps_under_wsgiref_validate(serve) -> None:
     conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
     conn.request("GET", "/")
     assert conn.getresponse().read() == b"written;one;two;"
+    conn.close()
 
 
 def test_file_wrapper_is_streamed_whole(serve) -> None:
@@ -360,6 +364,7 @@ def test_file_wrapper_is_streamed_whole(serve) -> None:
     response = conn.getresponse()
     assert response.getheader("Content-Length") == str(1024 * 1024)
     assert response.read() == bytes(range(256)) * 4096
+    conn.close()
 
 
 def test_full_queue_answers_503_at_once(serve) -> None:
@@ -370,6 +375,7 @@ def test_full_queue_answers_503_at_once(serve) -> None:
         conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
         conn.request("GET", path)
         results.append(conn.getresponse().status)
+        conn.close()
 
     busy = threading.Thread(target=call, args=("/busy?s=3",))
     busy.start()
@@ -386,6 +392,7 @@ def test_full_queue_answers_503_at_once(serve) -> None:
     busy.join(30)
     assert results == [200]
     server.wait_for_line("all threads busy")
+    conn.close()
 
 
 def test_1000_concurrent_connections_are_all_served(serve) -> None:
@@ -464,6 +471,7 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_0(serve) -> None:
         result["status"] = response.status
         result["body"] = response.read()
         result["connection"] = response.getheader("Connection")
+        conn.close()
 
     client = threading.Thread(target=call)
     client.start()
@@ -521,3 +529,4 @@ def test_access_log_has_the_combined_format_and_duration(serve, tmp_path) -> Non
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /x?y=1 HTTP/1.1" 200 14 "http://r/" "probe/1" ' in line
     assert int(line.rsplit(" ", 1)[1]) > 0  # duration in microseconds
+    conn.close()

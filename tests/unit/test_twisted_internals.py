@@ -137,6 +137,17 @@ def test_a_reactor_lacking_an_internal_is_the_stock_one_with_one_warning(caplog)
     assert "stock reactor" in warning
 
 
+def stop(reactor, port) -> None:
+    """Stop listening and run the reactor until the port has closed its socket."""
+    stopped: list = []
+    port.stopListening().addBoth(stopped.append)
+    for _ in range(200):
+        if stopped:
+            return
+        reactor.iterate(0.01)
+    raise AssertionError("the port did not stop")
+
+
 def listening_unix_socket(path: str, mode: int) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
@@ -155,7 +166,7 @@ def test_adopted_unix_socket_keeps_its_mode_and_its_file(reactor, tmp_path, capl
         (port,) = ports
         assert port.getHost().name in (path, path.encode())
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
-        port.stopListening()
+        stop(reactor, port)
         assert os.path.exists(path)  # the parent still serves it to the next worker
     assert warnings_of(caplog) == []
 
@@ -174,7 +185,7 @@ def test_unix_adoption_without_the_private_constructor_uses_the_public_one(
         )
         assert started  # reactor.adoptStreamPort returns a listening port
         assert port.getHost().name in (path, path.encode())
-        port.stopListening()
+        stop(reactor, port)
     (warning,) = warnings_of(caplog)
     assert "_fromListeningDescriptor" in warning
     assert "adoptStreamPort" in warning
