@@ -39,6 +39,7 @@ LAYERS: dict[str, set[str]] = {
         "accesslog",
         "deadlines",
         "dispatch",
+        "http.connection",
         "http.exchange",
         "http.protocol",
         "listen",

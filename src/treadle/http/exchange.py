@@ -2,8 +2,9 @@
 
 Reactor layer: every method runs in the reactor thread. It frames the response (via
 http/h1.py), enforces the app's Content-Length, streams files through a producer,
-and reports the end of the exchange to its connection (http/protocol.py). It never
-imports wsgi/* and never blocks.
+and reports the end of the exchange to its connection through the small interface in
+http/connection.py (an HTTP/2 stream can provide it too). It never imports the
+protocol, never writes a connection's fields, never imports wsgi/* and never blocks.
 """
 
 from __future__ import annotations
@@ -12,22 +13,18 @@ import logging
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from twisted.python.failure import Failure
 
 from treadle.http import h1
+from treadle.http.connection import Connection
 from treadle.http.events import RequestHead
 from treadle.timing import RequestRecord
-
-if TYPE_CHECKING:
-    from treadle.http.protocol import HTTPChannel
 
 log = logging.getLogger("treadle")
 
 Headers = list[tuple[str, str]]
-
-IDLE, HEAD, BODY, APP, CLOSED = "idle", "head", "body", "app", "closed"
 
 
 class Exchange:
@@ -38,7 +35,7 @@ class Exchange:
     """
 
     __slots__ = (
-        "channel",
+        "connection",
         "head",
         "body",
         "content_length",
@@ -54,13 +51,18 @@ class Exchange:
         "body_complete",
         "on_writable",
         "producer",
-        "request_deadline",
     )
 
     def __init__(
-        self, channel: HTTPChannel, head: RequestHead, body: Any, content_length: int | None
+        self,
+        connection: Connection,
+        head: RequestHead,
+        body: Any,
+        content_length: int | None,
+        *,
+        body_complete: bool = False,
     ) -> None:
-        self.channel = channel
+        self.connection = connection
         self.head = head
         self.body = body
         self.content_length = content_length
@@ -68,17 +70,16 @@ class Exchange:
             head.method.decode("latin-1"), head.target.decode("latin-1"), time.perf_counter()
         )
         self.path_info = ""
-        self.scheme = channel.scheme
-        self.local = channel.local
-        self.peer = channel.peer
+        self.scheme = connection.scheme
+        self.local = connection.local
+        self.peer = connection.peer
         self.plan: h1.ResponsePlan | None = None
         self.remaining: int | None = None
         self.done = False
         self.dispatched = False
-        self.body_complete = False
+        self.body_complete = body_complete
         self.on_writable: Callable[[], None] | None = None
         self.producer: Any = None
-        self.request_deadline: float | None = None
 
     # -- request body -----------------------------------------------------------
 
@@ -92,14 +93,18 @@ class Exchange:
         self.body.finish()
         if not self.done:
             self.content_length = self.body.length
-            self.channel.start_app(self)
+            self.connection.start_app(self)
 
     def body_failed(self, error: BaseException) -> None:
         """The body cannot be completed (``error``): the request is dropped unrun."""
         self.body_complete = True  # nothing more will be read for it
         self.body.close()
 
-    def timed_out(self) -> None:
+    def dispatching(self) -> None:
+        """The request goes to the dispatcher: its body belongs to the app's job now."""
+        self.dispatched = True
+
+    def timed_out(self, after_s: float) -> None:
         """The request ran past --request-timeout: cancel it; 504 if nothing was sent."""
         record = self.record
         log.warning(
@@ -107,7 +112,7 @@ class Exchange:
             record.request_id,
             record.method,
             record.path,
-            self.channel.factory.timeouts.request_timeout_s or 0.0,
+            after_s,
         )
         record.cancel_now("request timeout")
         if self.plan is None:
@@ -121,15 +126,15 @@ class Exchange:
         self, status: str, headers: Headers, body: bytes | None, body_length: int | None = None
     ) -> tuple[h1.ResponsePlan, bytes | None]:
         """Plan the app's response head; an invalid head becomes a 500 (with its body)."""
-        channel = self.channel
-        closing = channel.factory.draining
+        connection = self.connection
+        closing = connection.draining
         try:
             plan = h1.plan_response(
                 self.head,
                 status,
                 headers,
                 body_length=body_length if body is None else len(body),
-                date=channel.factory.date,
+                date=connection.date,
                 closing=closing,
             )
             return plan, body
@@ -143,7 +148,7 @@ class Exchange:
                 status,
                 h1.ERROR_HEADERS,
                 body_length=len(body),
-                date=channel.factory.date,
+                date=connection.date,
                 closing=True,
             )
             return plan, body
@@ -162,7 +167,7 @@ class Exchange:
             # at most, and close so the client cannot misread the next response.
             body = body[: plan.content_length]
             keep_alive = False
-        self.channel.send(plan.head + body if body else plan.head)
+        self.connection.send(plan.head + body if body else plan.head)
         self.record.bytes_sent = len(body)
         self.end(keep_alive)
 
@@ -176,7 +181,7 @@ class Exchange:
         self.plan = plan
         self.record.status = plan.status
         self.remaining = plan.content_length if plan.body_allowed else 0
-        self.channel.send(plan.head)
+        self.connection.send(plan.head)
 
     def write(self, data: bytes) -> None:
         plan = self.plan
@@ -189,7 +194,7 @@ class Exchange:
         if not data:
             return
         self.record.bytes_sent += len(data)
-        self.channel.send(h1.encode_chunk(data) if plan.chunked else data)
+        self.connection.send(h1.encode_chunk(data) if plan.chunked else data)
 
     def finish(self) -> None:
         plan = self.plan
@@ -198,7 +203,7 @@ class Exchange:
         keep_alive = plan.keep_alive
         if plan.body_allowed:
             if plan.chunked:
-                self.channel.send(h1.LAST_CHUNK)
+                self.connection.send(h1.LAST_CHUNK)
             elif self.remaining:
                 keep_alive = False  # shorter than its Content-Length: the client must see it end
         self.end(keep_alive)
@@ -208,12 +213,7 @@ class Exchange:
             return
         self.mark_done()
         self.stop_producer()
-        channel = self.channel
-        if channel.current is self:
-            channel.current = None
-        if channel.transport is not None and channel.state != CLOSED:
-            channel.state = CLOSED
-            channel.transport.abortConnection()
+        self.connection.abort_exchange(self)
         self.finished()
 
     def send_file(
@@ -223,7 +223,7 @@ class Exchange:
             file.close()
             return
         self.start(status, headers, length)
-        self.channel.response_handed_over()
+        self.connection.response_handed_over()
         if self.plan is None or not self.plan.body_allowed or length == 0:
             file.close()
             self.finish()
@@ -259,7 +259,7 @@ class Exchange:
 
         False once the exchange is over: what the bridge still has is dropped, not held.
         """
-        return self.channel.producer_paused and not self.done
+        return self.connection.sending_paused and not self.done
 
     def pause(self) -> None:
         if self.producer is not None:
@@ -308,7 +308,7 @@ class Exchange:
             keep_alive = False  # RFC 9112 §9.3: unread body bytes would be misread as a request
         # The connection is idle (or closing) before anyone is told the request ended,
         # so a graceful stop waiting on it sees it finished.
-        self.channel.exchange_done(self, keep_alive)
+        self.connection.exchange_done(self, keep_alive)
         self.finished()
 
     def stop_producer(self) -> None:
@@ -332,6 +332,4 @@ class Exchange:
             self.finished()
 
     def finished(self) -> None:
-        hook = self.channel.factory.on_finished
-        if hook is not None:
-            hook(self)
+        self.connection.exchange_finished(self)

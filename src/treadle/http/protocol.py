@@ -1,6 +1,8 @@
 """The Twisted protocol for HTTP/1.1: bytes in and out of http/h1.py, one request at a time.
 
-Each request/response is an Exchange (http/exchange.py), the thread bridge's sink.
+Each request/response is an Exchange (http/exchange.py), the thread bridge's sink;
+HTTPChannel is the exchange's Connection (http/connection.py), and only this module
+writes its own state.
 
 Reactor layer: touched only by the reactor thread; imports no wsgi/* module (the
 dispatcher and request-body classes are injected by server.py). It owns the
@@ -31,7 +33,7 @@ from treadle.deadlines import Deadlines
 from treadle.errors import ProtocolError
 from treadle.http import h1
 from treadle.http.events import Data, EndOfMessage, Event, RequestHead
-from treadle.http.exchange import APP, BODY, CLOSED, HEAD, IDLE, Exchange
+from treadle.http.exchange import Exchange
 
 try:
     import fcntl
@@ -42,6 +44,10 @@ except (ImportError, AttributeError):  # not on this platform
     _OUTQ = None
 
 log = logging.getLogger("treadle")
+
+# A connection's states: waiting for a request, reading its head, reading its body, the
+# request is with the app (or its response is being sent), closed.
+IDLE, HEAD, BODY, APP, CLOSED = "idle", "head", "body", "app", "closed"
 
 SEND_LIMIT_BYTES = 4 * 1024 * 1024
 FIRST_REQUEST_GRACE_S = 2.0
@@ -238,6 +244,9 @@ class HTTPChannel(Protocol):
         self.unsent: int | None = None  # while stalled: the least unsent byte count seen
         self.progress_at = 0.0  # while stalled: when the client last took something
         self.paused_at = 0.0  # when the transport last paused us (clock seconds)
+        # --request-timeout for the request with the app; None once its work is over.
+        self.app_deadline: float | None = None
+        self.scheme = factory.scheme
         self.local: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
         self.peer_text = "-"
@@ -312,10 +321,10 @@ class HTTPChannel(Protocol):
         self.factory.stalled.discard(self)
         current = self.current
         if current is not None:
-            if self.state == APP and current.request_deadline is not None:
+            if self.state == APP and self.app_deadline is not None:
                 waited = self.factory.deadlines.clock.seconds() - self.paused_at
-                current.request_deadline += max(waited, 0.0)
-                self.deadline = current.request_deadline
+                self.app_deadline += max(waited, 0.0)
+                self.deadline = self.app_deadline
             current.resume()
         elif self.state == IDLE:
             self.carry_on()  # the client took our last response: start what it sent since
@@ -393,8 +402,9 @@ class HTTPChannel(Protocol):
         factory = self.factory
         bodies = factory.bodies
         if not head.has_body:
-            exchange = Exchange(self, head, bodies.EMPTY_BODY, head.content_length or None)
-            exchange.body_complete = True
+            exchange = Exchange(
+                self, head, bodies.EMPTY_BODY, head.content_length or None, body_complete=True
+            )
             self.current = exchange
             self.start_app(exchange)
         else:
@@ -416,8 +426,8 @@ class HTTPChannel(Protocol):
     def start_app(self, exchange: Exchange) -> None:
         """Hand the request to the dispatcher; from now on only --request-timeout applies."""
         self.state = APP
-        exchange.dispatched = True
-        self.deadline = exchange.request_deadline = self.request_deadline()
+        exchange.dispatching()
+        self.deadline = self.app_deadline = self.request_deadline()
         self.factory.dispatch(exchange)
 
     def protocol_error(self, error: ProtocolError) -> None:
@@ -452,8 +462,35 @@ class HTTPChannel(Protocol):
     def response_handed_over(self) -> None:
         """The app's work is done (a file the reactor streams): no request timeout after."""
         if self.current is not None and self.state == APP:
-            self.current.request_deadline = None
+            self.app_deadline = None
             self.deadline = None
+
+    # -- the rest of the Connection interface (http/connection.py) ---------------
+
+    @property
+    def date(self) -> bytes:
+        return self.factory.date
+
+    @property
+    def draining(self) -> bool:
+        return self.factory.draining
+
+    @property
+    def sending_paused(self) -> bool:
+        return self.producer_paused
+
+    def abort_exchange(self, exchange: Exchange) -> None:
+        if self.current is exchange:
+            self.current = None
+        if self.transport is not None and self.state != CLOSED:
+            self.state = CLOSED
+            self.deadline = None
+            self.transport.abortConnection()
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        hook = self.factory.on_finished
+        if hook is not None:
+            hook(exchange)
 
     def request_deadline(self) -> float | None:
         timeout = self.factory.timeouts.request_timeout_s
@@ -469,7 +506,7 @@ class HTTPChannel(Protocol):
             log.info("%s: 408 request head not received in time", self.peer_text)
             self.send_error(408, "Request Timeout: the request head took too long")
         elif state == APP and self.current is not None:
-            self.current.timed_out()
+            self.current.timed_out(self.factory.timeouts.request_timeout_s or 0.0)
         elif state == BODY and self.current is not None:
             log.info("%s: 408 request body not received in time", self.peer_text)
             self.refuse(
