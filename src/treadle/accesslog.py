@@ -3,12 +3,15 @@
 Reactor layer: called in the reactor thread when a request ends, only when an
 access log is configured (nothing on the fast path otherwise). The default line is
 the combined log format plus the request's duration in microseconds; a custom
-format uses ``%(atom)s`` names (see ATOMS and docs/logging.md).
+format uses ``%(atom)s`` names (see ATOMS and docs/logging.md). What the client sent
+is escaped as Apache and nginx do, so a field can never break the line's format. It
+only formats: the writing happens in a writer thread (logs.py), never in the reactor.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -36,6 +39,22 @@ ATOMS = {
 }
 
 
+# Anything but printable ASCII, '"' and '\\': escaped as Apache's ap_escape_logitem does
+# ('\\"', '\\\\', '\\xhh'), so a User-Agent with a quote cannot end its field early and a
+# newline cannot forge a second line. Header values reach us as latin-1, one char per byte.
+_UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+_ESCAPES = {code: f"\\x{code:02x}" for code in range(256)}
+_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+_ESCAPES.update({code: chr(code) for code in range(0x20, 0x7F) if chr(code) not in '"\\'})
+
+
+def escape(text: str) -> str:
+    """A client-supplied field as it may appear in a log line. Called in the reactor thread."""
+    if _UNSAFE.search(text) is None:
+        return text  # the usual case: nothing to do
+    return text.translate(_ESCAPES)
+
+
 class AccessLog:
     def __init__(self, fmt: str | None = None) -> None:
         self.fmt = fmt or COMBINED
@@ -59,20 +78,20 @@ class AccessLog:
         atoms = {
             "h": peer[0] if peer else "unix",
             "t": self._time(),
-            "r": f"{record.method} {record.path} HTTP/{head.http_version}",
-            "m": record.method,
-            "U": record.path,
+            "r": escape(f"{record.method} {record.path} HTTP/{head.http_version}"),
+            "m": escape(record.method),
+            "U": escape(record.path),
             "s": record.status or "-",
             "b": record.bytes_sent,
-            "f": referer.decode("latin-1") if referer else "-",
-            "a": agent.decode("latin-1") if agent else "-",
+            "f": escape(referer.decode("latin-1")) if referer else "-",
+            "a": escape(agent.decode("latin-1")) if agent else "-",
             # Truncated, not rounded (as Apache's %D): the parts never sum past the whole.
             "D": int(max(record.finished_at - record.queued_at, 0.0) * 1e6),
             "queue_us": int(record.queue_s * 1e6),
             "service_us": int(record.service_s * 1e6),
             "wait_us": int(record.wait_s * 1e6),
             "wait_count": record.wait_count,
-            "view": record.view or "-",
+            "view": escape(record.view) if record.view else "-",
             "request_id": record.request_id,
         }
         log.info(self.fmt, atoms)

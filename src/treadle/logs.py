@@ -3,13 +3,19 @@
 Composition layer, called once by an entry point. Twisted's own log events are
 forwarded to the ``twisted`` Python logger (warnings and errors only), so one
 logging configuration (or Django's settings.LOGGING) routes everything. It never
-touches the root logger's handlers when a framework has configured them.
+touches the root logger's handlers when a framework has configured them. Access-log
+lines are written by a thread of their own: a slow disk or a pipe nobody reads must
+not stall the reactor, which only queues them (and drops and counts them when full).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
 import sys
+import threading
+from collections.abc import Callable
 
 from twisted.logger import LogLevel, STDLibLogObserver, globalLogBeginner
 
@@ -30,6 +36,87 @@ def _twisted_observer(event: dict) -> None:
 _stdlib = STDLibLogObserver(name="twisted")
 
 
+ACCESS_QUEUE_LINES = 10_000  # about 2 MB of lines; a second or two of a busy server's log
+
+
+class AccessLogWriter(logging.Handler):
+    """Queues records for a writer thread that writes their lines with ``write``; never blocks.
+
+    ``emit`` is called in the reactor thread. When ``max_lines`` wait already, the record is
+    dropped and counted (with a warning at the 1st, 10th, 100th... drop). The target is a
+    plain write function, not a logging handler: at exit ``logging.shutdown`` flushes every
+    handler, and one stuck on a full pipe would hang the process there.
+    """
+
+    def __init__(self, write: Callable[[str], object], max_lines: int = ACCESS_QUEUE_LINES) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self._write_line = write
+        self.dropped = 0
+        self._reported = 0
+        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(max_lines)
+        self._thread = threading.Thread(target=self._write, name="treadle-access-log", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Called in the reactor thread (any thread that logs an access line)."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            dropped = self.dropped
+            if dropped == 10 ** (len(str(dropped)) - 1):  # 1, 10, 100...: a bounded trail
+                logging.getLogger("treadle").warning(
+                    "access log: %d lines dropped so far; its file or pipe is not keeping up",
+                    dropped,
+                )
+
+    def _write(self) -> None:
+        """The writer thread: write lines in order until close() asks it to stop."""
+        while True:
+            record = self._queue.get()
+            if record is None:
+                return
+            try:
+                self._write_line(self.format(record) + "\n")
+            except Exception:  # noqa: BLE001 - a full disk must not end the thread
+                self.handleError(record)
+            dropped = self.dropped
+            if dropped != self._reported and self._queue.empty():
+                logging.getLogger("treadle").warning(
+                    "access log: %d lines were dropped; it has caught up",
+                    dropped - self._reported,
+                )
+                self._reported = dropped
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Called at exit: write what is queued, waiting at most ``timeout_s`` for a slow target."""
+        try:
+            self._queue.put(None, timeout=timeout_s)
+            self._thread.join(timeout_s)
+        except queue.Full:
+            # The target is stuck: the lines still queued are lost with the process.
+            logging.getLogger("treadle").warning(
+                "access log: %d lines not written at exit", self._queue.qsize()
+            )
+        super().close()
+
+
+def _line_writer(target: str) -> Callable[[str], object]:
+    """``-`` (stderr) or a path -> a function that writes one line. Called once, at start."""
+    if target == "-":
+
+        def write_stderr(line: str) -> None:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+        return write_stderr
+    # Unbuffered: each line is one write(2), appended whole (O_APPEND), so nothing is held
+    # in a buffer that the interpreter would try to flush at exit.
+    stream = open(target, "ab", buffering=0)  # noqa: SIM115 - lives as long as the process
+    return lambda line: stream.write(line.encode("utf-8", "backslashreplace"))
+
+
 def configure(config: Config, *, own_handlers: bool = True) -> None:
     """own_handlers=False leaves handlers to the framework (Django's LOGGING)."""
     logger = logging.getLogger("treadle")
@@ -48,12 +135,9 @@ def configure(config: Config, *, own_handlers: bool = True) -> None:
     access = logging.getLogger("treadle.access")
     if settings.access_log:
         access.setLevel(logging.INFO)
-        target = settings.access_log
-        access_handler: logging.Handler = (
-            logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target)
-        )
-        access_handler.setFormatter(logging.Formatter("%(message)s"))
-        access.handlers = [access_handler]
+        writer = AccessLogWriter(_line_writer(settings.access_log))
+        atexit.register(writer.close)
+        access.handlers = [writer]
         access.propagate = False
     twisted_logger = logging.getLogger("twisted")
     if own_handlers and not twisted_logger.handlers:
