@@ -187,6 +187,21 @@ def test_bad_addrport_stops_the_command(site: Site) -> None:
     assert "'notaport' is not a valid port number" in result.stderr
 
 
+def test_abbreviated_flag_is_refused_with_a_guess(site: Site) -> None:
+    """`--thread 4` must not run as `--threads 4`: a typo never changes what runs."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "server", "--noreload", "--thread", "4"],
+        cwd=site.root,
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "unrecognized argument: --thread (did you mean --threads?)" in result.stderr
+    assert "Listening at" not in result.stderr + result.stdout
+
+
 # -- the example site -------------------------------------------------------------------------
 
 

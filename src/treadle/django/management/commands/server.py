@@ -22,7 +22,7 @@ from django.utils import autoreload
 
 from treadle import logs, server
 from treadle import reactor as treadle_reactor
-from treadle.cli import add_setting_arguments
+from treadle.cli import add_setting_arguments, unrecognized_message
 from treadle.config import Config, flag_of, iter_settings
 from treadle.django import devlog
 from treadle.django.config import gather_settings
@@ -40,6 +40,23 @@ class Command(BaseCommand):
     help = "Serve this project with treadle (a production WSGI server) in place of runserver."
     # Checks run in handle(), in the process that serves (a reload child re-runs them).
     requires_system_checks: list[str] = []
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        """Django's parser without abbreviations (``--thread 4`` must not run as --threads),
+        and a mistyped flag named with the closest one, as ``treadle serve`` does."""
+        kwargs.setdefault("allow_abbrev", False)
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        django_error = parser.error
+        prefix = "unrecognized arguments: "
+
+        def error(message: str) -> None:
+            if message.startswith(prefix):
+                extras = message[len(prefix) :].split()
+                message = unrecognized_message(extras, parser._option_string_actions)
+            django_error(message)
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
