@@ -1,18 +1,18 @@
-"""Static files served from the reactor: safe paths, validators, ranges, precompressed siblings.
+"""Static files served from the reactor: safe paths, a cache of what they resolve to, files.
 
 Reactor layer: runs on the reactor thread (respond() per request, FileProducer to stream).
-Imports Twisted and pure modules only; never threading, never wsgi/*. POSIX paths.
+The HTTP rules (preconditions, ranges, codings, media types) are pure and live in
+http/conditional.py; this module resolves paths under mounts, stats and caches files, and
+streams them. Imports Twisted and pure modules only; never threading, never wsgi/*. POSIX paths.
 """
 
 from __future__ import annotations
 
-import mimetypes
 import os
-import re
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.utils import formatdate, mktime_tz, parsedate_tz
+from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 from urllib.parse import quote, unquote_to_bytes
@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer
 from zope.interface import implementer
 
 from treadle.errors import RequestCancelled
+from treadle.http import conditional
 from treadle.http.events import RequestHead
 
 # Files up to this size are kept in memory and sent as the response body (no open/read per
@@ -32,22 +33,6 @@ CACHE_MAX_BODY_BYTES = 32 * 1024 * 1024  # total of inlined bodies
 # whitenoise's defaults: a year for names carrying a content hash, a minute for the rest.
 IMMUTABLE_CACHE = b"max-age=31536000, public, immutable"
 DEFAULT_CACHE = b"public, max-age=60"
-# Django ManifestStaticFilesStorage: "name.<12 hex>.ext".
-_HASHED_NAME = re.compile(r"\.[0-9a-f]{12}\.[^./]+$")
-# The stdlib table without /etc/mime.types (same answer on every host), plus RFC 9239 and fonts.
-_MIME = mimetypes.MimeTypes()
-_MIME_OVERRIDES = {
-    ".js": "text/javascript",
-    ".mjs": "text/javascript",
-    ".map": "application/json",
-    ".webmanifest": "application/manifest+json",
-    ".woff": "font/woff",
-    ".woff2": "font/woff2",
-    ".ttf": "font/ttf",
-    ".otf": "font/otf",
-    ".webp": "image/webp",
-}
-_CHARSET_TYPES = ("text/", "application/javascript", "application/json", "application/xml")
 _ENCODINGS = ((b"br", ".br"), (b"gzip", ".gz"))  # preference order
 
 
@@ -59,6 +44,9 @@ class Mount:
     # A missing file goes on to the app instead of a bare 404 (Django's DEBUG page, as
     # runserver's static handler does).
     pass_misses: bool = False
+    # Names whose content never changes (a hash in the name: Django's collectstatic):
+    # cached for a year as immutable; other files for a minute.
+    immutable: Callable[[str], bool] | None = None
 
 
 @dataclass(slots=True)
@@ -136,98 +124,6 @@ def relative_path(raw: bytes) -> str | None:
     return "/".join(parts)
 
 
-def _content_type(name: str) -> bytes:
-    ext = os.path.splitext(name)[1].lower()
-    ctype = _MIME_OVERRIDES.get(ext) or _MIME.guess_type(name, strict=False)[0]
-    if ctype is None:
-        return b"application/octet-stream"
-    if ctype.startswith(_CHARSET_TYPES) or ctype.endswith(("+xml", "+json")):
-        ctype += "; charset=utf-8"
-    return ctype.encode("ascii")
-
-
-def _http_date(value: bytes) -> int | None:
-    """Seconds since the epoch for an HTTP-date (RFC 9110 §5.6.7, all three forms), or None."""
-    try:
-        parsed = parsedate_tz(value.decode("latin-1"))
-        return None if parsed is None else mktime_tz(parsed)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _etag_listed(field: bytes, etag: bytes, *, weak: bool) -> bool:
-    """Does an If-Match / If-None-Match list name ``etag``? (RFC 9110 §8.8.3.2 comparison)."""
-    if field.strip() == b"*":
-        return True
-    for tag in field.split(b","):
-        tag = tag.strip()
-        if tag.startswith(b"W/"):
-            if not weak:
-                continue
-            tag = tag[2:]
-        if tag == etag:
-            return True
-    return False
-
-
-def _accepted_codings(field: bytes) -> tuple[bool, bool]:
-    """(br acceptable, gzip acceptable) per RFC 9110 §12.5.3; "*" covers unlisted codings."""
-    weights: dict[bytes, float] = {}
-    for item in field.split(b","):
-        coding, _, params = item.partition(b";")
-        weight = 1.0
-        for param in params.split(b";"):
-            key, _, value = param.partition(b"=")
-            if key.strip().lower() == b"q":
-                try:
-                    weight = float(value.strip())
-                except ValueError:
-                    weight = 0.0
-        coding = coding.strip().lower()
-        weights[b"gzip" if coding == b"x-gzip" else coding] = weight  # §8.4.1.3
-    star = weights.get(b"*", 0.0)
-    return weights.get(b"br", star) > 0, weights.get(b"gzip", star) > 0
-
-
-_UNSATISFIABLE = (-1, -1)
-
-
-def _byte_range(field: bytes, size: int) -> tuple[int, int] | None:
-    """(offset, length) for one range, _UNSATISFIABLE, or None to ignore the field.
-
-    RFC 9110 §14.1.2 forms "a-b", "a-", "-n"; a last-pos past the end is clamped. Several
-    ranges, other units and invalid specs are ignored (§14.2 allows serving 200 instead).
-    """
-    unit, sep, spec = field.partition(b"=")
-    if not sep or unit.strip().lower() != b"bytes" or b"," in spec:
-        return None
-    first, dash, last = spec.strip().partition(b"-")
-    if not dash or (last and not last.isdigit()) or (first and not first.isdigit()):
-        return None
-    if not first:
-        if not last:
-            return None
-        suffix = _position(last)
-        if suffix == 0 or size == 0:
-            return _UNSATISFIABLE
-        suffix = min(suffix, size)
-        return size - suffix, suffix
-    start = _position(first)
-    end = _position(last) if last else size - 1
-    if last and end < start:
-        return None  # §14.1.1: an invalid range-spec; the field is ignored
-    if start >= size:
-        return _UNSATISFIABLE
-    end = min(end, size - 1)
-    return start, end - start + 1
-
-
-def _position(digits: bytes) -> int:
-    """An ASCII digit string as int, capped (int() refuses very long digit strings)."""
-    digits = digits.lstrip(b"0")
-    return int(digits or b"0") if len(digits) <= 18 else 1 << 63
-
-
 class StaticFiles:
     """Resolves requests under the mounts to files, caching what it resolved (reactor thread)."""
 
@@ -270,7 +166,7 @@ class StaticFiles:
         fields: dict[bytes, bytes] = {}
         for name, value in head.headers:
             name = name.lower()
-            if name in _CONDITIONAL_FIELDS:
+            if name in conditional.FIELDS:
                 seen = fields.get(name)
                 fields[name] = value if seen is None else seen + b"," + value
         raw_path = head.path
@@ -298,7 +194,7 @@ class StaticFiles:
         if codings is None:
             if len(self._codings) >= 256:
                 self._codings.clear()
-            codings = self._codings[accept] = _accepted_codings(accept)
+            codings = self._codings[accept] = conditional.accepted_codings(accept)
         variants = entry.variants
         if codings[0] and b"br" in variants:
             return variants[b"br"]
@@ -309,32 +205,22 @@ class StaticFiles:
     def _conditional_response(
         self, head: RequestHead, fields: dict[bytes, bytes], variant: _Variant
     ) -> StaticResponse:
-        # RFC 9110 §13.2.2: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since,
-        # then If-Range, in that order; each later one only when the earlier is absent.
-        if fields:
-            if_match = fields.get(b"if-match")
-            if if_match is not None:
-                if not _etag_listed(if_match, variant.etag, weak=False):
-                    return _text_response(412, b"Precondition Failed\n")
-            elif b"if-unmodified-since" in fields:
-                date = _http_date(fields[b"if-unmodified-since"])
-                if date is not None and variant.mtime_s > date:
-                    return _text_response(412, b"Precondition Failed\n")
-            if_none_match = fields.get(b"if-none-match")
-            if if_none_match is not None:
-                if _etag_listed(if_none_match, variant.etag, weak=True):
-                    return StaticResponse(304, variant.headers_304.copy(), None, 0, 0)
-            elif b"if-modified-since" in fields:
-                date = _http_date(fields[b"if-modified-since"])
-                if date is not None and variant.mtime_s <= date:
-                    return StaticResponse(304, variant.headers_304.copy(), None, 0, 0)
-            range_field = fields.get(b"range")
-            if range_field is not None and head.method == b"GET":  # §14.2: GET only
-                if_range = fields.get(b"if-range")
-                if if_range is None or self._if_range_holds(if_range, variant):
-                    span = _byte_range(range_field, variant.size)
-                    if span is not None:
-                        return self._partial(variant, span)
+        status, span = conditional.evaluate(
+            head.method, fields, variant.etag, variant.mtime_s, variant.size
+        )
+        if status == 412:
+            return _text_response(412, b"Precondition Failed\n")
+        if status == 304:
+            return StaticResponse(304, variant.headers_304.copy(), None, 0, 0)
+        if status == 416:
+            # RFC 9110 §15.5.17: 416 names the current length.
+            return _text_response(
+                416,
+                b"Range Not Satisfiable\n",
+                [(b"Content-Range", b"bytes */%d" % variant.size)],
+            )
+        if span is not None:
+            return self._partial(variant, span)
         headers = variant.headers.copy()
         headers.append((b"Content-Length", b"%d" % variant.size))
         if head.method == b"HEAD":
@@ -344,22 +230,9 @@ class StaticFiles:
         return StaticResponse(200, headers, variant.path, 0, variant.size)
 
     @staticmethod
-    def _if_range_holds(field: bytes, variant: _Variant) -> bool:
-        # RFC 9110 §13.1.5: an entity-tag is compared strongly, a date must match exactly.
-        field = field.strip()
-        if field.startswith((b'"', b"W/")):
-            return field == variant.etag
-        return _http_date(field) == variant.mtime_s
-
-    @staticmethod
     def _partial(variant: _Variant, span: tuple[int, int]) -> StaticResponse:
-        size = variant.size
-        if span is _UNSATISFIABLE:
-            # RFC 9110 §15.5.17: 416 names the current length.
-            return _text_response(
-                416, b"Range Not Satisfiable\n", [(b"Content-Range", b"bytes */%d" % size)]
-            )
         offset, length = span
+        size = variant.size
         headers = variant.headers.copy()
         headers.append((b"Content-Range", b"bytes %d-%d/%d" % (offset, offset + length - 1, size)))
         headers.append((b"Content-Length", b"%d" % length))
@@ -387,11 +260,11 @@ class StaticFiles:
             return None
         entry = None
         if root is not None:
-            entry = self._build_entry(os.path.join(root, rel), root, rel)
+            entry = self._build_entry(os.path.join(root, rel), root, rel, mount)
         if entry is None and mount.finder is not None:
             located = mount.finder(rel)  # Django's finders check their own roots
             if located is not None:
-                entry = self._build_entry(os.fspath(located), None, rel)
+                entry = self._build_entry(os.fspath(located), None, rel, mount)
         if entry is not None:
             if len(self._cache) >= CACHE_MAX_ENTRIES:
                 self._forget(next(iter(self._cache)))
@@ -404,9 +277,9 @@ class StaticFiles:
         """Does ``path`` stay inside ``root`` once symlinks are followed?"""
         return os.path.realpath(path).startswith(root + os.sep) or root == os.sep
 
-    def _build_entry(self, found: str, root: str | None, rel: str) -> _Entry | None:
-        content_type = _content_type(rel)
-        hashed = _HASHED_NAME.search(rel.rpartition("/")[2]) is not None
+    def _build_entry(self, found: str, root: str | None, rel: str, mount: Mount) -> _Entry | None:
+        content_type = conditional.content_type(rel)
+        hashed = mount.immutable is not None and mount.immutable(rel.rpartition("/")[2])
         cache_control = IMMUTABLE_CACHE if hashed else DEFAULT_CACHE
         stats: dict[bytes, tuple[str, os.stat_result]] = {}
         for encoding, suffix in ((b"", ""), *_ENCODINGS):
@@ -470,12 +343,6 @@ class StaticFiles:
         except OSError:
             return None
         return data if len(data) == st.st_size else None
-
-
-_CONDITIONAL_FIELDS = frozenset(
-    {b"accept-encoding", b"if-match", b"if-none-match", b"if-modified-since"}
-    | {b"if-unmodified-since", b"range", b"if-range"}
-)
 
 
 class _Consumer(Protocol):

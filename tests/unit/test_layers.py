@@ -26,6 +26,8 @@ LAYERS: dict[str, set[str]] = {
         "foreign_flags",
         "settings_doc",
         "version",
+        "http.chunked",
+        "http.conditional",
         "http.events",
         "http.h1",
         "http.h2",

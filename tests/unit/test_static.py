@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IConsumer
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
+from treadle.django.mounts import is_hashed_name
 from treadle.errors import RequestCancelled
 from treadle.http.events import RequestHead
 from treadle.static import FileProducer, Mount, StaticFiles, StaticResponse, relative_path
@@ -116,10 +117,34 @@ def test_content_type(root: Path, files: StaticFiles, name: str, expected: bytes
     assert header(files.respond(request(b"/static/" + name.encode())), b"content-type") == expected
 
 
-def test_hashed_name_is_immutable(files: StaticFiles) -> None:
+def test_a_mount_s_immutable_names_are_cached_for_a_year(root: Path) -> None:
+    files = StaticFiles([Mount("/static/", root, immutable=is_hashed_name)])
     response = files.respond(request(b"/static/app.0123456789ab.css"))
     assert response.status == 200
     assert header(response, b"cache-control") == b"max-age=31536000, public, immutable"
+    assert header(files.respond(request(b"/static/app.css")), b"cache-control") == (
+        b"public, max-age=60"
+    )
+
+
+def test_without_a_rule_no_name_is_immutable(files: StaticFiles) -> None:
+    response = files.respond(request(b"/static/app.0123456789ab.css"))
+    assert header(response, b"cache-control") == b"public, max-age=60"
+
+
+@pytest.mark.parametrize(
+    ("name", "hashed"),
+    [
+        ("app.0123456789ab.css", True),
+        ("app.0123456789ab.min.js", False),  # the hash comes last before the extension
+        ("app.0123456789AB.css", False),  # collectstatic writes lower-case hex
+        ("app.0123456789a.css", False),
+        ("app.css", False),
+        ("0123456789ab.css", False),
+    ],
+)
+def test_django_hashed_name_rule(name: str, hashed: bool) -> None:
+    assert is_hashed_name(name) is hashed
 
 
 def test_symlink_inside_root_and_encoded_name(files: StaticFiles) -> None:

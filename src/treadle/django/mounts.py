@@ -9,6 +9,7 @@ serves a URL Django places on another host (``https://cdn.example/``).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from treadle.django import internals
 from treadle.static import Mount
 
 log = logging.getLogger("treadle")
+
+# ManifestStaticFilesStorage's names: "name.<12 hex digits of the content's MD5>.ext".
+_HASHED_NAME = re.compile(r"\.[0-9a-f]{12}\.[^./]+$")
+
+
+def is_hashed_name(name: str) -> bool:
+    """Does a file name carry collectstatic's content hash (so its content never changes)?
+
+    Called in the reactor thread, once per file resolved.
+    """
+    return _HASHED_NAME.search(name) is not None
 
 
 def local_url(name: str, script_name: str) -> str | None:
@@ -83,14 +95,16 @@ def django_mounts(
         elif settings.DEBUG and has_finders:
             # As runserver: the app's own files, fresh from the finders (never stale copies),
             # and a missing one gets Django's debug 404 page, not a bare one.
-            mounts.append(Mount(prefix, None, _static_finder(), pass_misses=True))
+            mounts.append(
+                Mount(prefix, None, _static_finder(), pass_misses=True, immutable=is_hashed_name)
+            )
         elif insecure and has_finders:
             # Collected (hashed) names first, then whatever the finders know.
-            mounts.append(Mount(prefix, root, _static_finder()))
+            mounts.append(Mount(prefix, root, _static_finder(), immutable=is_hashed_name))
         elif root is not None:
             if not root.is_dir():
                 log.warning("STATIC_ROOT %s does not exist: run manage.py collectstatic", root)
-            mounts.append(Mount(prefix, root))
+            mounts.append(Mount(prefix, root, immutable=is_hashed_name))
         else:
             log.warning("STATIC_ROOT is not set: not serving static files at %s", prefix)
     if serve_media:
