@@ -276,6 +276,45 @@ VALID: dict[str, tuple[bytes, list[dict[str, object]]]] = {
         req("PROPFIND /dav HTTP/1.1", HOST, "Depth: 1") + req("QUERY /q HTTP/1.1", HOST),
         [head("PROPFIND", "/dav", [H, ("Depth", "1")]), end(), head("QUERY", "/q", [H]), end()],
     ),
+    # RFC 9110 §9.1: any token is a method; llhttp's list does not bound what reaches the app
+    "methods_llhttp_does_not_know": (
+        req("FOO /a HTTP/1.1", HOST)
+        + req("-BLARGH /b HTTP/1.1", HOST, "Content-Length: 2", body=b"hi")
+        + req("DESCRIBE /c HTTP/1.1", HOST)
+        + req("X_1.2~! /d HTTP/1.1", HOST, CHUNKED, body=b"1\r\nx\r\n0\r\n\r\n")
+        + req("GET /e HTTP/1.1", HOST),
+        [
+            head("FOO", "/a", [H]),
+            end(),
+            head("-BLARGH", "/b", [H, ("Content-Length", "2")], length=2),
+            body("hi"),
+            end(),
+            head("DESCRIBE", "/c", [H]),
+            end(),
+            head("X_1.2~!", "/d", [H, ("Transfer-Encoding", "chunked")], chunked=True),
+            body("x"),
+            end(),
+            head("GET", "/e", [H]),
+            end(),
+        ],
+    ),  # fmt: skip
+    # RFC 9112 §7.1.1: BWS around ";" and "=", token or quoted-string values
+    "chunk_extensions_with_whitespace": (
+        req(
+            "POST / HTTP/1.1",
+            HOST,
+            CHUNKED,
+            body=b'2 ;a\r\nhi\r\n1; b=c\r\n!\r\n3\t;\td = "q\\"s;x"\r\nabc\r\n0 ; e\r\n\r\n',
+        )
+        + req("GET /next HTTP/1.1", HOST),
+        [
+            head("POST", "/", [H, ("Transfer-Encoding", "chunked")], chunked=True),
+            body("hi!abc"),
+            end(),
+            head("GET", "/next", [H]),
+            end(),
+        ],
+    ),  # fmt: skip
     "upgrade_served_as_ordinary": (
         req("GET /ws HTTP/1.1", HOST, "Upgrade: websocket", "Connection: Upgrade")
         + req("GET /next HTTP/1.1", HOST),
@@ -376,6 +415,13 @@ INVALID: dict[str, tuple[bytes, int | dict[str, object]]] = {
     "chunk_data_longer_than_size": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"5\r\nhelloXX\r\n0\r\n\r\n"), 400),
     "chunk_bare_lf": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"5\nhello\n0\n\n"), 400),
     "chunk_extension_bad": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"5;a b\r\nhello\r\n0\r\n\r\n"), 400),
+    "chunk_extension_no_name": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"5;=v\r\nhello\r\n0\r\n\r\n"), 400),
+    "chunk_extension_empty_value": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"5;a=\r\nhello\r\n0\r\n\r\n"), 400),
+    "chunk_extension_open_quote": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b'5;a="x\r\nhello\r\n0\r\n\r\n'), 400),
+    "chunk_extension_no_semicolon": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"5 a\r\nhello\r\n0\r\n\r\n"), 400),
+    "chunk_extension_in_last_chunk": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"0;=\r\n\r\n"), 400),
+    "trailer_obs_fold": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"0\r\nX: a\r\n b\r\n\r\n"), 400),
+    "trailer_without_colon": (req("POST / HTTP/1.1", HOST, CHUNKED, body=b"0\r\nX\r\n\r\n"), 400),
     "chunk_body_over_limit": (
         req("POST / HTTP/1.1", HOST, CHUNKED, body=b"8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"),
         {"status": 413, "limits": {"max_body_bytes": 10}},
@@ -407,9 +453,11 @@ INVALID: dict[str, tuple[bytes, int | dict[str, object]]] = {
     "invalid_host": (req("GET / HTTP/1.1", "Host: a b"), 400),
     # RFC 9112 §3: request line
     "method_with_bad_char": (req("G(T / HTTP/1.1", HOST), 400),
-    "method_unknown_token": (req("FOO / HTTP/1.1", HOST), 501),
-    "method_lowercase": (req("get / HTTP/1.1", HOST), 501),
-    "method_rtsp_only": (req("DESCRIBE / HTTP/1.1", HOST), 501),
+    # gunicorn, waitress and nginx refuse methods with lowercase letters
+    "method_lowercase": (req("get / HTTP/1.1", HOST), 400),
+    "method_mixed_case": (req("PoST / HTTP/1.1", HOST), 400),
+    "method_too_long": (req("A" * 65 + " / HTTP/1.1", HOST), 400),
+    "method_then_tab_after_valid": (req("GET / HTTP/1.1", HOST) + req("FOO\t/ HTTP/1.1", HOST), 400),
     "method_tab_separator": (req("GET\t/ HTTP/1.1", HOST), 400),
     "leading_space": (b" " + req("GET / HTTP/1.1", HOST), 400),
     "tls_handshake": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),

@@ -99,11 +99,7 @@ STREAMS = {
 }
 
 
-PARSER_PENDING = pytest.mark.xfail(reason="parser: method and chunk-ext rules pending", strict=True)
-NAMES = [
-    pytest.param(n, marks=PARSER_PENDING) if n in ("bad_method", "bad_chunk_ext") else n
-    for n in sorted(STREAMS)
-]
+NAMES = sorted(STREAMS)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -216,13 +216,46 @@ def test_endless_chunk_extension_is_refused() -> None:
             parser.receive_data(b"x" * 1000)
 
 
-def test_unknown_method_decision_waits_for_the_whole_token() -> None:
+def test_a_method_llhttp_does_not_know_reaches_the_app_even_cut_anywhere() -> None:
     parser = H1Parser(Limits())
-    assert parser.receive_data(b"FO") == []  # llhttp already knows it is no method of its
+    assert parser.receive_data(b"FO") == []
     assert parser.receive_data(b"OBAR") == []
+    assert parser.receive_data(b" / HTTP/1.1\r\n") == []
+    events = parser.receive_data(b"Host: a\r\n\r\n")
+    assert isinstance(events[0], RequestHead) and events[0].method == b"FOOBAR"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"PoST / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"FOO\t/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"FOO / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"FOO / HTTP/1.1\r\nBad Name: a\r\n\r\n", 400),
+        (b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n", 501),
+    ],
+)
+def test_methods_that_are_refused(raw: bytes, status: int) -> None:
+    for step in (1, 3, len(raw)):
+        with pytest.raises(ProtocolError) as info:
+            feed([raw[i : i + step] for i in range(0, len(raw), step)])
+        assert info.value.status == status, step
+
+
+def test_a_tls_hello_is_refused_at_once_not_after_a_line() -> None:
     with pytest.raises(ProtocolError) as info:
-        parser.receive_data(b" / HTTP/1.1\r\n")
-    assert info.value.status == 501
+        H1Parser(Limits()).receive_data(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    assert info.value.status == 400
+
+
+def test_h1_decides_nothing_by_llhttp_error_strings() -> None:
+    # Decisions come from error classes, our own checks and limits; llhttp's reason may
+    # appear in a message, never in a comparison.
+    source = (Path(__file__).parents[2] / "src" / "treadle" / "http" / "h1.py").read_text()
+    assert "str(exc)" not in source and 'startswith("' not in source
+    assert "Invalid" not in source and "Pause on" not in source
 
 
 @pytest.mark.parametrize(

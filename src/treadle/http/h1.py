@@ -13,22 +13,27 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from itertools import chain
 
-from httptools import (
-    HttpParserError,
-    HttpParserInvalidMethodError,
-    HttpParserUpgrade,
-    HttpRequestParser,
-)
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from treadle.config import Limits
 from treadle.errors import ProtocolError
+from treadle.http.chunked import ChunkedDecoder
 from treadle.http.events import Data, EndOfMessage, Event, RequestHead
 
-_IDLE, _HEAD, _BODY, _CLOSED = range(4)
-# Bytes kept from the start of a request to tell a malformed method (400) from a
-# well-formed one llhttp does not know (501); longer methods are refused.
-_LEAD_BYTES = 64
+# Between requests, in a head, in a body llhttp reads (Content-Length), in a body we
+# read (chunked; or an Upgrade request's), after a request that closes.
+_IDLE, _HEAD, _BODY, _OWN_BODY, _CLOSED = range(5)
+_BLANK = re.compile(rb"[\r\n]*")
+_CR_LF = frozenset(b"\r\n")
+_HEAD_END = b"\r\n\r\n"
+# RFC 9110 §9.1: a method is a token. Methods llhttp does not know (WebDAV, QUERY,
+# -BLARGH) reach the app; ones with lowercase letters are refused as gunicorn, waitress
+# and nginx refuse them (methods are case-sensitive and all registered ones are upper).
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Z]+")
 _TOKEN_RUN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
+_MAX_METHOD_BYTES = 64
+_STAND_IN = b"GET"  # what llhttp is shown in place of a method it does not know
+_REQUEST_LINE = re.compile(rb"[^ ]+ [^ ]+ HTTP/([0-9])\.([0-9])")  # RFC 9112 §3
 _HOST = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=%:\[\]]*")  # RFC 3986 host [":" port]
 _good_hosts: set[bytes] = set()  # Host values that passed _HOST; a site sees a few
 _ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#]*)(.*)", re.S)
@@ -41,35 +46,43 @@ class H1Parser:
     Called on the reactor thread only. ``receive_data(b"")`` signals EOF. If an error
     follows events produced by the same call, the events are returned, the error is
     kept in ``error`` and the next call raises it: check ``error`` after handling them.
+
+    We find each request's boundaries ourselves (the head ends at the first CRLFCRLF, as
+    field lines hold no CR or LF; the body by its framing) and show llhttp one head, or
+    one Content-Length body, at a time. So we always know where a request starts: a
+    method llhttp does not know is swapped for a stand-in it does, a chunked body is
+    decoded by http/chunked.py, and no error is taken for a neighbour's.
     """
 
     __slots__ = (
-        "_parser", "_events", "_state", "_url", "_headers", "_body_bytes",
-        "_chunked", "_keep_alive", "_completed", "_pending", "_error", "_lead", "_lead_len",
-        "_scan", "_stalled", "_upgrade_body", "_synthetic", "_max_line", "_max_count",
-        "_max_header_bytes", "_max_body", "_stall_limit",
+        "_parser", "_events", "_state", "_url", "_headers", "_head", "_head_len", "_tail",
+        "_blank", "_method", "_scanning", "_substituted", "_left", "_own", "_keep_alive",
+        "_pending", "_error", "_limits", "_max_line", "_max_count", "_max_header_bytes",
+        "_max_body", "_head_limit",
     )  # fmt: skip
 
     def __init__(self, limits: Limits) -> None:
+        self._limits = limits
         self._max_line = limits.max_request_line_bytes
         self._max_count = limits.max_header_count
         self._max_header_bytes = limits.max_header_bytes
         self._max_body = limits.max_body_bytes
-        # Bytes that produce no event (a head, chunk sizes, trailers) are bounded even
-        # when httptools buffers them internally (one long field value, say).
-        self._stall_limit = limits.max_request_line_bytes + limits.max_header_bytes
+        # A head (or blank lines before it) longer than this is refused before it ends,
+        # even while httptools buffers it internally (one long field value, say).
+        self._head_limit = limits.max_request_line_bytes + limits.max_header_bytes
         self._events: list[Event] = []
         self._state = _IDLE
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body_bytes = self._stalled = self._lead_len = 0
-        self._chunked = self._completed = self._synthetic = False
+        self._head: list[bytes] = []  # this head's bytes so far, kept to re-read on an error
+        self._head_len = self._blank = self._left = 0
+        self._tail = b""  # the head's last bytes, to see a CRLFCRLF split across calls
+        self._method: bytes | None = None  # the real method while llhttp sees _STAND_IN
+        self._scanning = self._substituted = False
+        self._own: ChunkedDecoder | None = None  # None in an Upgrade body: _left counts it
         self._keep_alive = True
         self._pending: ProtocolError | None = None
         self._error: ProtocolError | None = None
-        self._lead: list[bytes] | None = []  # None: where this request began is unknown
-        self._scan: bytes | None = None
-        self._upgrade_body: bytes | None = None
         self._parser = HttpRequestParser(self)
 
     @property
@@ -91,8 +104,6 @@ class H1Parser:
             raise self._error
         events: list[Event] = []
         self._events = events
-        if self._scan is not None:
-            return self._scan_method(data, not data)
         state = self._state
         if not data:
             if state in (_IDLE, _CLOSED):
@@ -101,81 +112,163 @@ class H1Parser:
         if state == _CLOSED:
             # RFC 9112 §9.6: after a request that closes, no further request is processed.
             return events
-        lead = self._lead
-        if lead is not None and self._lead_len < _LEAD_BYTES:
-            lead.append(data)
-            self._lead_len += len(data)
-        self._completed = False
         try:
-            self._feed(data)
-        except HttpParserError as exc:
-            return self._failed(exc)
-        if events:
-            self._stalled = 0
-        else:
-            self._stalled += len(data)
-            if self._stalled > self._stall_limit:
-                status = 400 if self._state == _IDLE else 431
-                raise self._die(ProtocolError("request head or chunk metadata too long", status))
-        if self._state == _IDLE:
-            self._lead, self._lead_len = [], 0
-        elif self._completed:
-            self._lead = None
+            self._consume(data)
+        except ProtocolError as error:
+            self._die(error)
+            if events:
+                return events
+            raise
         return events
 
-    def _feed(self, data: bytes) -> None:
-        parser = self._parser
-        while True:
-            try:
-                parser.feed_data(data)
+    def _consume(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            state = self._state
+            if state == _IDLE:
+                if data[pos] in _CR_LF:
+                    # RFC 9112 §2.2: empty lines before a request line are ignored (bounded).
+                    blank = _BLANK.match(data, pos).end()  # type: ignore[union-attr]
+                    self._blank += blank - pos
+                    if self._blank > self._head_limit:
+                        raise ProtocolError("too many empty lines before a request")
+                    pos = blank
+                    if pos == end:
+                        return
+                self._state = _HEAD
+                self._head.clear()
+                self._head_len = self._blank = 0
+                self._tail = b""
+                self._scanning = self._substituted = False
+                pos = self._read_head(data, pos)
+            elif state == _HEAD:
+                pos = self._read_head(data, pos)
+            elif state == _BODY:
+                take = min(self._left, end - pos)
+                self._llhttp(data[pos : pos + take] if pos or take < end else data)
+                self._left -= take
+                pos += take
+            elif state == _OWN_BODY:
+                pos = self._read_own_body(data, pos)
+            else:  # _CLOSED: RFC 9112 §9.6, the rest is ignored
                 return
-            except HttpParserUpgrade as exc:
-                # We never switch protocols: an Upgrade request (and its body, which
-                # httptools skips) is served as an ordinary request, then parsing goes on.
-                data = data[exc.args[0] :]
-                if self._upgrade_body is not None:
-                    data = self._upgrade_body + data
-                    self._upgrade_body = None
-                    self._synthetic = True
-                if not data or self._state == _CLOSED:
-                    return
 
-    def _failed(self, exc: HttpParserError) -> list[Event]:
-        events = self._events
-        if self._state == _CLOSED:
-            return events  # bytes after a closing request are ignored, not an error
-        if self._pending is not None:
-            error = self._pending
-        elif isinstance(exc, HttpParserInvalidMethodError) and str(exc).startswith("Invalid"):
-            if self._lead is None or self._completed:
-                error = ProtocolError("invalid method")
+    def _read_head(self, data: bytes, pos: int) -> int:
+        """Feed llhttp this head's bytes in ``data[pos:]``, never a byte past its end."""
+        tail = self._tail
+        ended = False
+        if tail:
+            seam = (tail + data[pos : pos + 3]).find(_HEAD_END)
+            if seam >= 0:
+                stop = pos + seam + 4 - len(tail)
+                ended = True
+        if not ended:
+            stop = data.find(_HEAD_END, pos)
+            if stop < 0:
+                stop = len(data)
             else:
-                self._scan = b""
-                return self._scan_method(b"".join(self._lead), False)
+                stop += 4
+                ended = True
+        piece = data[pos:stop] if pos or stop < len(data) else data
+        self._head.append(piece)
+        self._head_len += len(piece)
+        if not ended:
+            self._tail = piece[-3:] if len(piece) >= 3 else (tail + piece)[-3:]
+        if self._scanning:
+            self._rescue(None)
         else:
-            error = _translate(exc)
-        self._die(error)
-        if events:
-            return events
-        raise error
+            self._feed_head(piece)
+        if self._state == _HEAD:
+            if ended and not self._scanning:
+                # llhttp saw our whole head yet did not end it (it waits for the rest of
+                # HTTP/2's preface, say): it reads it otherwise.
+                _check_version(b"".join(self._head))
+                raise ProtocolError("malformed request head")
+            if self._head_len > self._head_limit:
+                raise ProtocolError("request head too long", 431)
+        return stop
 
-    def _scan_method(self, data: bytes, eof: bool) -> list[Event]:
-        """Wait until an unknown method is complete: a token is 501, anything else 400."""
-        buf = self._scan = (self._scan or b"") + data[:_LEAD_BYTES]
-        window = buf[:_LEAD_BYTES].lstrip(b"\r\n")
-        end = _TOKEN_RUN.match(window).end()  # type: ignore[union-attr]
-        if end < len(window):
-            if end and window[end] == 0x20:
-                method = window[:end].decode("ascii")
-                raise self._die(ProtocolError(f"method {method} is not implemented", 501))
-            raise self._die(ProtocolError("invalid method"))
-        if len(buf) >= _LEAD_BYTES or eof:
-            raise self._die(ProtocolError("invalid method"))  # too long, or cut short
-        return []
+    def _feed_head(self, piece: bytes) -> None:
+        try:
+            self._parser.feed_data(piece)
+        except HttpParserUpgrade:
+            # llhttp pauses after an Upgrade request's head (we only feed it that much);
+            # httptools resumes it. We never switch protocols: the request is served as an
+            # ordinary one (RFC 9110 §7.8 lets a server ignore Upgrade).
+            pass
+        except HttpParserError as exc:
+            if self._pending is not None:
+                raise self._pending from None
+            self._rescue(exc)
+
+    def _rescue(self, exc: HttpParserError | None) -> None:
+        """llhttp refused this head: decide by our own reading of its request line.
+
+        A well-formed line with another version is 505. A method llhttp does not know is
+        shown to it as _STAND_IN (once per head); anything else is 400.
+        """
+        head = b"".join(self._head)
+        line_end = _check_version(head)
+        method_end = _TOKEN_RUN.match(head).end()  # type: ignore[union-attr]
+        method = head[:method_end]
+        if method_end == len(head) and method_end <= _MAX_METHOD_BYTES:
+            self._scanning = True  # the method may go on: wait for the rest of it
+            return
+        if (
+            head[method_end : method_end + 1] != b" "
+            or method_end > _MAX_METHOD_BYTES
+            or _METHOD.fullmatch(method) is None
+        ):
+            raise ProtocolError("invalid method")
+        if line_end < 0:  # a version llhttp refused may still be well formed: wait for it
+            if len(head) > self._max_line:
+                raise ProtocolError("request line too long", 414)
+            self._scanning = True
+            return
+        if self._substituted:
+            raise ProtocolError(f"malformed request: {exc}")
+        self._substituted = True
+        self._scanning = False
+        self._method = method
+        self._parser = HttpRequestParser(self)
+        self._feed_head(_STAND_IN + head[method_end:])
+
+    def _read_own_body(self, data: bytes, pos: int) -> int:
+        decoder = self._own
+        if decoder is None:  # an Upgrade request's Content-Length body
+            take = min(self._left, len(data) - pos)
+            self._events.append(Data(data[pos : pos + take] if pos or take < len(data) else data))
+            self._left -= take
+            pos += take
+            if self._left:
+                return pos
+            trailers: list[tuple[bytes, bytes]] = []
+        else:
+            pos = decoder.feed(data, pos, self._events)
+            if not decoder.done:
+                return pos
+            trailers = decoder.trailers
+        # llhttp stopped at the head (chunked) or skipped the body (Upgrade): a fresh one
+        # starts at the next request.
+        self._own = None
+        self._parser = HttpRequestParser(self)
+        self._message_done(trailers)
+        return pos
+
+    def _message_done(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self._events.append(EndOfMessage(trailers))
+        self._state = _IDLE if self._keep_alive else _CLOSED
+
+    def _llhttp(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except HttpParserError as exc:
+            if self._pending is not None:
+                raise self._pending from None
+            raise ProtocolError(f"malformed request: {exc}") from None
 
     def _die(self, error: ProtocolError) -> ProtocolError:
         self._error = error
-        self._scan = None
         return error
 
     def _reject(self, message: str, status: int = 400) -> ProtocolError:
@@ -185,22 +278,22 @@ class H1Parser:
     # httptools callbacks (called from inside feed_data) ----------------------------
 
     def on_message_begin(self) -> None:
-        self._state = _HEAD
+        if self._state != _HEAD:  # llhttp ended a request where we did not: refuse it
+            raise self._reject("malformed request")
         self._url = b""
         self._headers = []
-        self._body_bytes = 0
 
     def on_url(self, part: bytes) -> None:
         url = self._url + part
         if len(url) + 16 > self._max_line:
-            method = self._parser.get_method()
+            method = self._method or self._parser.get_method()
             if len(method) + len(url) + 12 > self._max_line:  # 2 SP, HTTP/1.1, CRLF
                 raise self._reject("request line too long", 414)
         self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Limits are checked once per block (_check_fields); meanwhile the stall guard
-        # in receive_data bounds what an unfinished block can hold.
+        # Limits are checked once per block (_check_fields); meanwhile _head_limit bounds
+        # what an unfinished block can hold.
         self._headers.append((name, value.rstrip(b" \t")))  # llhttp strips only leading OWS
 
     def _check_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
@@ -211,37 +304,37 @@ class H1Parser:
             raise self._reject("header fields too large", 431)
 
     def on_headers_complete(self) -> None:
-        self._state = _BODY
-        if self._synthetic:  # the stand-in head for an Upgrade request's body
-            self._synthetic = False
-            self._headers = []
-            return
-        self._events.append(self._make_head())
-        self._headers = []  # now collects trailers
+        if self._state != _HEAD:
+            raise self._reject("malformed request")
+        head = self._make_head()
+        self._events.append(head)
+        self._method = None
+        if head.chunked:
+            self._state = _OWN_BODY
+            self._own = ChunkedDecoder(self._limits)
+        elif head.content_length and self._parser.should_upgrade():
+            self._state = _OWN_BODY  # llhttp skips an Upgrade request's body: we read it
+            self._left = head.content_length
+        elif head.content_length:
+            self._state = _BODY
+            self._left = head.content_length
+        else:
+            self._state = _BODY  # no body: on_message_complete follows at once
 
     def on_body(self, data: bytes) -> None:
-        if self._chunked:
-            self._body_bytes += len(data)
-            if self._body_bytes > self._max_body:
-                raise self._reject("request body too large", 413)
         self._events.append(Data(data))
 
     def on_message_complete(self) -> None:
-        if self._upgrade_body is not None:
-            return  # the body follows the Upgrade pause; see _feed
-        trailers = self._headers
-        if trailers:
-            self._check_fields(trailers)
-        self._events.append(EndOfMessage(trailers))
-        self._state = _IDLE if self._keep_alive else _CLOSED
-        self._completed = True
+        if self._state == _BODY:
+            self._message_done([])
+        # else: an Upgrade request with a body, which llhttp skipped; _read_own_body ends it
 
     def _make_head(self) -> RequestHead:
         parser = self._parser
         version = parser.get_http_version()
         if version not in _VERSIONS:
             raise self._reject(f"HTTP/{version} is not supported", 505)
-        method = parser.get_method()
+        method = self._method or parser.get_method()
         if method == b"CONNECT":
             # RFC 9110 §9.3.6: CONNECT asks for a tunnel; an origin server does not offer
             # one. 501 (not 405, which would need an Allow list, §15.5.6).
@@ -308,13 +401,7 @@ class H1Parser:
             length = int(content_length)  # llhttp checked: digits only, no duplicates
             if length > self._max_body:
                 raise self._reject("request body too large", 413)
-        self._chunked = chunked
         self._keep_alive = keep_alive = parser.should_keep_alive()  # RFC 9112 §9.3
-        if parser.should_upgrade() and (chunked or length):
-            framing = b"Content-Length: %d" % (length or 0)
-            if chunked:
-                framing = b"Transfer-Encoding: chunked"
-            self._upgrade_body = b"PUT / HTTP/1.1\r\n" + framing + b"\r\n\r\n"
         return RequestHead(
             method,
             url,
@@ -330,13 +417,17 @@ class H1Parser:
         )
 
 
-def _translate(exc: HttpParserError) -> ProtocolError:
-    reason = str(exc)
-    if reason == "Invalid HTTP version" or reason.startswith("Pause on PRI"):
-        return ProtocolError("HTTP version not supported", 505)  # well-formed, not 1.x
-    if reason == "Invalid method for HTTP/x.x request":
-        return ProtocolError("method is not implemented", 501)  # an RTSP-only token
-    return ProtocolError(f"malformed request: {reason}")
+def _check_version(head: bytes) -> int:
+    """Raise 505 if the head's request line is well formed but not HTTP/1.x; return where
+    the line ends (-1 while it has not)."""
+    line_end = head.find(b"\r\n")
+    if line_end >= 0:
+        line = _REQUEST_LINE.fullmatch(head, 0, line_end)
+        if line is not None and line[1] + b"." + line[2] not in (b"1.0", b"1.1"):
+            # RFC 9110 §15.6.6: 505 for a version we do not serve (HTTP/2's preface
+            # "PRI * HTTP/2.0" included).
+            raise ProtocolError("HTTP version not supported", 505)
+    return line_end
 
 
 # Response side: pure functions from a WSGI status and header list to bytes -----------
