@@ -6,6 +6,11 @@ import sys
 import time
 
 
+def stall_reactor(seconds):
+    """Runs in the reactor thread: a reactor stuck in a blocking call."""
+    time.sleep(seconds)
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     seconds = float(environ.get("QUERY_STRING") or 0)
@@ -16,7 +21,7 @@ def app(environ, start_response):
     elif path == "/stall-reactor":
         from twisted.internet import reactor
 
-        reactor.callFromThread(time.sleep, seconds)  # a reactor stuck in a blocking call
+        reactor.callFromThread(stall_reactor, seconds)
     body = json.dumps({"pid": os.getpid(), "multiprocess": environ["wsgi.multiprocess"]}).encode()
     start_response(
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]

@@ -7,11 +7,13 @@ so a test sees which process served it.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -71,14 +73,29 @@ class Supervised:
 def supervise() -> Iterator:
     started: list[Running] = []
 
-    def start(*args: str, target: str = "tests.apps.procinfo:app", cwd: Path | None = None):
-        running = Running(treadle_command("serve", target, "--bind", BIND, *args), cwd=cwd)
+    def start(
+        *args: str,
+        target: str = "tests.apps.procinfo:app",
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Supervised:
+        command = treadle_command("serve", target, "--bind", BIND, *args)
+        running = Running(command, cwd=cwd, env=env)
         started.append(running)
         return Supervised(running)
 
     yield start
     for running in started:
         running.kill()
+
+
+def connect_and_send(port: int, request: bytes) -> None:
+    """Send a request and read whatever comes back (nothing, if its worker is killed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
 
 
 def pids_serving(server: Supervised, wanted: set[int], timeout: float = 20.0) -> set[int]:
@@ -241,4 +258,136 @@ def test_ttin_and_ttou_change_the_worker_count(supervise) -> None:
     assert after < three
     (gone,) = three - after
     server.running.wait_for_line(f"worker {gone} stopped (exit status 0)")
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def test_a_second_sigint_abandons_requests_and_exits_at_once(supervise) -> None:
+    server = supervise("--workers", "2")
+    server.wait_ready(2)
+    failed: list[BaseException] = []
+
+    def stuck_request() -> None:
+        try:
+            server.get("/sleep?60", timeout=60)
+        except Exception as error:  # noqa: BLE001 - it is abandoned: any error will do
+            failed.append(error)
+
+    thread = threading.Thread(target=stuck_request)
+    thread.start()
+    server.running.wait_for_line("procinfo: sleeping 60.0 s")
+    server.signal(signal.SIGINT)
+    server.running.wait_for_line("Ctrl-C again to stop now")
+    began = time.monotonic()
+    server.signal(signal.SIGINT)
+    status = server.running.proc.wait(15)
+    assert time.monotonic() - began < 5, server.output  # not the 60 s request, not 30 s grace
+    assert status == 0, server.output
+    thread.join(10)
+    assert failed, "the abandoned request should not have been answered 200"
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_growing_delays(supervise) -> None:
+    server = supervise("--workers", "2")
+    pids = server.wait_ready(2)
+    delays = []
+    for _ in range(3):
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        line = server.running.wait_for_line(f"worker {victim} died (killed by SIGKILL)")
+        delays.append(float(re.search(r"replacing it in ([\d.]+) s", line)[1]))  # type: ignore[index]
+        pids = server.wait_ready(2)
+        assert victim not in pids
+    assert delays == sorted(delays) and delays[0] < delays[-1], delays
+    pids_serving(server, pids)
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+APP_V1 = """\
+import os
+
+def app(environ, start_response):
+    body = ("v1 %d" % os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_sighup_with_code_that_cannot_load_keeps_the_old_workers(supervise, tmp_path) -> None:
+    (tmp_path / "hupapp.py").write_text(APP_V1)
+    # No .pyc: each SIGHUP must compile what is on disk now.
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    server = supervise("--workers", "2", target="hupapp:app", cwd=tmp_path, env=env)
+    old = server.wait_ready(2)
+    (tmp_path / "hupapp.py").write_text("def app(:\n")
+    server.signal(signal.SIGHUP)
+    server.running.wait_for_line("reload failed")
+    assert "SyntaxError" in server.output
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/")
+    assert connection.getresponse().read().startswith(b"v1 ")
+    connection.close()
+    assert server.running.proc.poll() is None  # still supervising
+    # Fixed code: the next SIGHUP replaces the old workers.
+    (tmp_path / "hupapp.py").write_text(APP_V1.replace("v1", "v2 (fixed)"))
+    server.signal(signal.SIGHUP)
+    new = server.wait_ready(2)
+    assert not new & old
+    for pid in old:
+        server.running.wait_for_line(f"worker {pid} stopped (exit status 0)")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/")
+    assert connection.getresponse().read().startswith(b"v2 (fixed) ")
+    connection.close()
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def test_a_worker_whose_reactor_is_stuck_is_dumped_killed_and_replaced(supervise) -> None:
+    server = supervise("--workers", "2", "--heartbeat-timeout", "2")
+    pids = server.wait_ready(2)
+    # The response may be stuck behind the stalled reactor: the worker's log line says who.
+    threading.Thread(
+        target=lambda: connect_and_send(
+            server.port, b"GET /stall-reactor?30 HTTP/1.1\r\nHost: x\r\n\r\n"
+        ),
+        daemon=True,
+    ).start()
+    line = server.running.wait_for_line(lambda line: "no heartbeat for " in line)
+    stuck = int(re.search(r"worker (\d+): no heartbeat", line)[1])  # type: ignore[index]
+    assert stuck in pids
+    # faulthandler's dump, from inside the stuck worker: the blocking call is named.
+    server.running.wait_for_line(lambda line: "procinfo.py" in line and "stall_reactor" in line)
+    server.running.wait_for_line(f"worker {stuck} stopped (killed by SIGKILL)")
+    replaced = server.wait_ready(2)
+    assert stuck not in replaced and pids - {stuck} < replaced
+    pids_serving(server, replaced)
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def wait_until(condition, timeout: float = 20.0, what: str = "") -> None:
+    """Poll a condition on files (no event to wait on) every 50 ms, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        threading.Event().wait(0.05)
+
+
+def test_sigusr1_reopens_the_log_files_of_supervisor_and_workers(supervise, tmp_path) -> None:
+    log_file = tmp_path / "treadle.log"
+    server = supervise("--workers", "2", "--log-file", str(log_file))
+
+    def text(path: Path) -> str:
+        return path.read_text() if path.exists() else ""
+
+    wait_until(lambda: READY.search(text(log_file)), 30, "the ready line in the log file")
+    workers = READY.search(text(log_file))[4].split(", ")  # type: ignore[index]
+    # logrotate's way: move the file, then ask for a new one.
+    log_file.rename(tmp_path / "treadle.log.1")
+    server.signal(signal.SIGUSR1)
+
+    def reopened_by_all() -> bool:
+        said = [line for line in text(log_file).splitlines() if "SIGUSR1: reopened" in line]
+        return len(said) == 3 and all(any(f"[{pid}]" in line for line in said) for pid in workers)
+
+    wait_until(reopened_by_all, what="the supervisor and both workers in the new file")
+    assert "SIGUSR1" not in text(tmp_path / "treadle.log.1")
     assert server.running.stop(signal.SIGTERM, timeout=30) == 0

@@ -33,7 +33,7 @@ log = logging.getLogger("treadle")
 EXIT_CANNOT_LISTEN = 1
 EXIT_USAGE = 2  # as cli.py: a bind the supervisor cannot hold, or a worker's config error
 BOOT_ERRORS = (EXIT_USAGE, EXIT_APP_LOAD)  # a worker that fails so will fail again: stop
-STABLE_S = 5.0  # a worker that dies younger than this counts towards the backoff
+STABLE_S = 5.0  # a worker that dies this soon after it got ready counts towards the backoff
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 30.0
 KILL_GRACE_S = 5.0  # past --graceful-timeout, before a stopping worker is killed
@@ -212,7 +212,9 @@ class Arbiter:
                 self._begin_stop(signal.SIGTERM)
                 return
         lived_s = now - worker.spawned_at
-        self.failures = self.failures + 1 if lived_s < STABLE_S else 0
+        # Young: it never got ready, or died soon after (start-up time depends on the app).
+        young = worker.ready_at is None or now - worker.ready_at < STABLE_S
+        self.failures = self.failures + 1 if young else 0
         delay_s = 0.0
         if self.failures:
             delay_s = min(BACKOFF_FIRST_S * 2 ** (self.failures - 1), BACKOFF_MAX_S)
@@ -401,7 +403,6 @@ class Arbiter:
         )
         self.reload_from = self.generation if self.reload_from is None else self.reload_from
         self.generation += 1
-        self.announced = ()
 
     def on_more(self) -> None:
         self.count += 1

@@ -88,6 +88,10 @@ def adopt(config: Config) -> Config:
     if current is None:
         return config
     die_with_parent(current.parent)
+    if current.channel is not None:
+        # Until on_started handles it: the supervisor's SIGUSR1 must not end a starting worker.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     changes: dict[str, Any] = {"bind": current.binds}
     if current.multiprocess:
         changes["multiprocess"] = True
@@ -136,7 +140,6 @@ def on_started(server: Any) -> None:
     # A stuck reactor cannot run Python code: faulthandler's C handler writes every thread's
     # stack to stderr when the supervisor sends SIGUSR2 before it kills us.
     faulthandler.register(signal.SIGUSR2, all_threads=True)
-    reporter.send(ready=list(server.addresses), pid=os.getpid())
 
     def beat() -> None:
         reporter.send(beat=reactor.seconds())
@@ -146,6 +149,7 @@ def on_started(server: Any) -> None:
     if current.max_requests:
         _count_requests(server, current.max_requests, reporter)
     _reopen_logs_on_sigusr1(reactor)
+    reporter.send(ready=list(server.addresses), pid=os.getpid())
 
 
 def _count_requests(server: Any, limit: int, reporter: Reporter) -> None:
@@ -173,8 +177,11 @@ def _count_requests(server: Any, limit: int, reporter: Reporter) -> None:
 def _reopen_logs_on_sigusr1(reactor: Any) -> None:
     from treadle.supervisor.logfiles import reopen
 
+    def reopen_and_say() -> None:
+        log.info("SIGUSR1: reopened %d log files", reopen())
+
     def on_signal(_signum: int, _frame: Any) -> None:
-        reactor.callFromThread(reopen)
+        reactor.callFromThread(reopen_and_say)
 
     with contextlib.suppress(ValueError):  # not the main thread: the host owns signals
         signal.signal(signal.SIGUSR1, on_signal)

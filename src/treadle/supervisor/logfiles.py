@@ -12,12 +12,19 @@ LOGGERS = ("treadle", "treadle.access", "twisted", "")
 
 
 def reopen() -> int:
-    """Close every FileHandler of treadle's loggers; each opens its path again on the next
-    record (FileHandler.emit reopens a closed stream). Returns how many were closed."""
+    """Reopen the files of treadle's loggers: a handler with a ``reopen()`` method is asked
+    to; a FileHandler's stream is closed and opened again on the next record
+    (FileHandler.emit reopens a closed stream). Returns how many handlers were reopened."""
     seen: set[int] = set()
     for name in LOGGERS:
         for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.FileHandler) and id(handler) not in seen:
+            if id(handler) in seen:
+                continue
+            own_reopen = getattr(handler, "reopen", None)  # a handler that knows how (its
+            if callable(own_reopen):  # stream belongs to a writer thread, say)
+                seen.add(id(handler))
+                own_reopen()
+            elif isinstance(handler, logging.FileHandler):
                 seen.add(id(handler))
                 handler.acquire()
                 try:

@@ -1,0 +1,97 @@
+"""The supervisor's pure parts: the signal table in the docs, worker reports, log reopening."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from treadle.supervisor import child, logfiles, signals
+from treadle.supervisor.process import STARTING, WorkerProcess
+
+DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+
+
+def test_docs_show_the_signal_table_the_supervisor_acts_on() -> None:
+    assert signals.markdown_table() in DEPLOY.read_text(), (
+        "docs/deploy.md drifted: paste python -c 'from treadle.supervisor.signals import "
+        "markdown_table; print(markdown_table())' into it"
+    )
+
+
+def test_every_signal_in_the_table_has_a_handler() -> None:
+    from treadle.supervisor.arbiter import Arbiter
+
+    for row in signals.TABLE:
+        assert callable(getattr(Arbiter, "on_" + row.action)), row
+
+
+def test_a_job_survives_the_environment() -> None:
+    job = child.Job(parent=12, binds=("fd:3:family=INET",), channel=5, multiprocess=True,
+                    max_requests=7)  # fmt: skip
+    os.environ[child.ENV] = job.to_env()
+    try:
+        assert child.job() == job
+        assert child.is_child() and child.is_worker()
+    finally:
+        del os.environ[child.ENV]
+    assert child.job() is None and not child.is_worker()
+
+
+@pytest.fixture
+def worker() -> WorkerProcess:
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    made = WorkerProcess(proc, read_end, generation=0, now=0.0)
+    made.write_end = write_end  # type: ignore[attr-defined]
+    yield made
+    made.close()
+    os.close(write_end)
+
+
+def test_reports_split_across_writes_are_joined(worker: WorkerProcess) -> None:
+    fd = worker.write_end  # type: ignore[attr-defined]
+    assert worker.read() == []  # nothing yet: not end of file
+    os.write(fd, b'{"ready": ["http://127.0.0.1:1"], "pid": 1}\n{"be')
+    assert worker.read() == [{"ready": ["http://127.0.0.1:1"], "pid": 1}]
+    os.write(fd, b'at": 2.5}\n')
+    assert worker.read() == [{"beat": 2.5}]
+    assert worker.state == STARTING  # reading never changes the state: the arbiter does
+
+
+def test_a_garbled_report_is_logged_and_skipped(worker: WorkerProcess, caplog) -> None:
+    fd = worker.write_end  # type: ignore[attr-defined]
+    os.write(fd, b'not json\n{"retire": 10}\n')
+    with caplog.at_level(logging.WARNING, "treadle"):
+        assert worker.read() == [{"retire": 10}]
+    assert "not JSON" in caplog.text
+
+
+def test_end_of_file_means_the_worker_is_gone(worker: WorkerProcess) -> None:
+    os.close(worker.write_end)  # type: ignore[attr-defined]
+    worker.write_end = os.open(os.devnull, os.O_RDONLY)  # type: ignore[attr-defined]
+    assert worker.read() is None
+
+
+def test_reopen_writes_to_a_new_file_after_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "treadle.log"
+    handler = logging.FileHandler(path)
+    logger = logging.getLogger("treadle")
+    logger.addHandler(handler)
+    try:
+        logger.warning("before rotation")
+        path.rename(tmp_path / "treadle.log.1")
+        assert logfiles.reopen() >= 1
+        logger.warning("after rotation")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert "before rotation" in (tmp_path / "treadle.log.1").read_text()
+    assert "after rotation" not in (tmp_path / "treadle.log.1").read_text()
+    assert path.read_text().strip() == "after rotation"
