@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -22,7 +23,14 @@ def app(environ, start_response):
         from twisted.internet import reactor
 
         reactor.callFromThread(stall_reactor, seconds)
-    body = json.dumps({"pid": os.getpid(), "multiprocess": environ["wsgi.multiprocess"]}).encode()
+    info = {"pid": os.getpid(), "multiprocess": environ["wsgi.multiprocess"]}
+    if path == "/orphan":
+        # sh starts a sleep in the background and exits: the sleep is orphaned at once.
+        shell = subprocess.run(
+            ["sh", "-c", "sleep 1 >/dev/null 2>&1 & echo $!"], capture_output=True, check=True
+        )
+        info["orphan"] = int(shell.stdout)
+    body = json.dumps(info).encode()
     start_response(
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     )

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import Running, treadle_command
 
 BIND = "tcp:0:interface=127.0.0.1"
-READY = re.compile(r"(\d+) workers ready at (\S+) \(supervisor pid (\d+); worker pids ([\d, ]+)\)")
+READY = re.compile(r"(\d+) workers ready at (.+?) \(supervisor pid (\d+); worker pids ([\d, ]+)\)")
 
 
 class Supervised:
@@ -50,7 +50,7 @@ class Supervised:
         self.consumed.add(line)
         match = READY.search(line)
         assert match is not None
-        self.port = int(match[2].rsplit(":", 1)[1])
+        self.port = int(match[2].split()[0].rsplit(":", 1)[1])  # the first bind: tcp
         return {int(pid) for pid in match[4].split(", ")}
 
     def signal(self, signum: int) -> None:
@@ -391,3 +391,52 @@ def test_sigusr1_reopens_the_log_files_of_supervisor_and_workers(supervise, tmp_
     wait_until(reopened_by_all, what="the supervisor and both workers in the new file")
     assert "SIGUSR1" not in text(tmp_path / "treadle.log.1")
     assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid of a live or zombie process; None once it is reaped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    return int(re.search(r"^PPid:\s+(\d+)", status, re.M)[1])  # type: ignore[index]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_orphans_of_workers_are_adopted_and_reaped(supervise) -> None:
+    server = supervise("--workers", "2")
+    server.wait_ready(2)
+    supervisor = server.running.proc.pid
+    orphan = server.get("/orphan")["orphan"]
+    assert parent_of(orphan) == supervisor  # adopted by us, as by PID 1
+    wait_until(lambda: parent_of(orphan) is None, 15, "the orphan to be reaped")
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def test_a_unix_socket_is_shared_by_workers_and_removed_at_exit(
+    supervise, tmp_path_factory
+) -> None:
+    path = tmp_path_factory.mktemp("s") / "w.sock"  # AF_UNIX paths must stay short
+    server = supervise("--workers", "2", "--bind", f"unix:{path}:mode=600")
+    pids = server.wait_ready(2)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    while seen != pids:
+        assert time.monotonic() < deadline, seen
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(path))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        seen.add(json.loads(data.partition(b"\r\n\r\n")[2])["pid"])
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+    assert not path.exists()
+
+
+def test_binds_the_workers_cannot_share_are_refused(supervise, tmp_path) -> None:
+    server = supervise("--workers", "2", "--bind", "ssl:0:privateKey=k.pem:certKey=c.pem")
+    assert server.running.proc.wait(30) == 2, server.output
+    server.running.kill()
+    assert "cannot be shared by workers yet" in server.output

@@ -11,12 +11,14 @@ imports the app, never runs a reactor and never accepts a connection.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import random
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,6 +51,16 @@ def describe_status(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit status {code}"
+
+
+def become_subreaper() -> None:
+    """Linux: orphans of our workers (a daemonized grandchild) become our children, so we
+    reap them as PID 1 would, whether or not we are PID 1 (PR_SET_CHILD_SUBREAPER)."""
+    if sys.platform != "linux":
+        return
+    pr_set_child_subreaper = 36  # <linux/prctl.h>
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1)
 
 
 class Arbiter:
@@ -92,6 +104,7 @@ class Arbiter:
         previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in ACTIONS}
         self.selector.register(wake_read, selectors.EVENT_READ, None)
+        become_subreaper()
         try:
             log.info(
                 "supervisor %d: starting %d workers on %s",
