@@ -20,9 +20,11 @@ def app(environ, start_response):
         print(f"procinfo: sleeping {seconds} s in {os.getpid()}", file=sys.stderr, flush=True)
         time.sleep(seconds)
     elif path == "/stall-reactor":
-        from twisted.internet import reactor
+        from twisted.internet import reactor, threads
 
-        reactor.callFromThread(stall_reactor, seconds)
+        # In flight for a beat or two first, so the supervisor hears what was running.
+        time.sleep(1.5)
+        threads.blockingCallFromThread(reactor, stall_reactor, seconds)
     info = {"pid": os.getpid(), "multiprocess": environ["wsgi.multiprocess"]}
     if path == "/orphan":
         # sh starts a sleep in the background and exits: the sleep is orphaned at once.

@@ -354,6 +354,10 @@ def test_a_worker_whose_reactor_is_stuck_is_dumped_killed_and_replaced(supervise
     line = server.running.wait_for_line(lambda line: "no heartbeat for " in line)
     stuck = int(re.search(r"worker (\d+): no heartbeat", line)[1])  # type: ignore[index]
     assert stuck in pids
+    # The request that was running when the reactor stopped reporting, and for how long.
+    logged = server.running.wait_for_line(f"worker {stuck}: in flight at its last heartbeat")
+    elapsed = re.search(r": GET /stall-reactor\?30 \((\d+\.\d) s\)$", logged)
+    assert elapsed and float(elapsed[1]) >= 2.0, logged  # at least the heartbeat timeout
     # faulthandler's dump, from inside the stuck worker: the blocking call is named.
     server.running.wait_for_line(lambda line: "procinfo.py" in line and "stall_reactor" in line)
     server.running.wait_for_line(f"worker {stuck} stopped (killed by SIGKILL)")

@@ -172,6 +172,8 @@ class Arbiter:
                 worker.state = READY
                 worker.ready_at = worker.last_seen
                 worker.addresses = [str(address) for address in message["ready"]]
+            if "inflight" in message and isinstance(message["inflight"], list):
+                worker.inflight = message["inflight"]
             if "retire" in message and not worker.retiring:
                 worker.retiring = True
                 log.info(
@@ -314,6 +316,14 @@ class Arbiter:
                 worker.pid,
                 now - worker.last_seen,
             )
+            for method, path, elapsed_s in worker.inflight:
+                log.error(
+                    "worker %d: in flight at its last heartbeat: %s %s (%.1f s)",
+                    worker.pid,
+                    method,
+                    path,
+                    elapsed_s + (now - worker.last_seen),
+                )
             self._signal(worker, signal.SIGUSR2)  # faulthandler in the worker (child.py)
             worker.state = STOPPING
             worker.kill_at = now + DUMP_GRACE_S

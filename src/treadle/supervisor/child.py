@@ -16,6 +16,7 @@ import faulthandler
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ log = logging.getLogger("treadle")
 ENV = "TREADLE_SUPERVISOR"
 EXIT_APP_LOAD = 3  # gunicorn's WORKER_BOOT_ERROR: the supervisor stops instead of retrying
 HEARTBEAT_S = 1.0
+MAX_REPORTED_REQUESTS = 8  # in a beat: with MAX_REPORTED_PATH, fits one atomic pipe write
+MAX_REPORTED_PATH = 200
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class Reporter:
 
     def send(self, **message: Any) -> None:
         data = (json.dumps(message) + "\n").encode()
+        if len(data) > select.PIPE_BUF:  # larger writes may be split: the reader needs whole lines
+            log.debug("report too long for one pipe write: dropped")
+            return
         try:
             os.write(self.fd, data)
         except BlockingIOError:
@@ -142,7 +148,8 @@ def on_started(server: Any) -> None:
     faulthandler.register(signal.SIGUSR2, all_threads=True)
 
     def beat() -> None:
-        reporter.send(beat=reactor.seconds())
+        # What runs now, for the supervisor to log if this is the last beat before we hang.
+        reporter.send(beat=reactor.seconds(), inflight=in_flight(server))
         reactor.callLater(HEARTBEAT_S, beat)
 
     reactor.callLater(HEARTBEAT_S, beat)
@@ -150,6 +157,17 @@ def on_started(server: Any) -> None:
         _count_requests(server, current.max_requests, reporter)
     _reopen_logs_on_sigusr1(reactor)
     reporter.send(ready=list(server.addresses), pid=os.getpid())
+
+
+def in_flight(server: Any) -> list[list[Any]]:
+    """The oldest requests in flight as [method, path, seconds]: small enough for one report."""
+    found = []
+    for request in server.stats.inflight()[:MAX_REPORTED_REQUESTS]:
+        path = str(request["path"])
+        if len(path) > MAX_REPORTED_PATH:
+            path = path[:MAX_REPORTED_PATH] + "..."
+        found.append([str(request["method"])[:16], path, round(request["elapsed_s"], 1)])
+    return found
 
 
 def _count_requests(server: Any, limit: int, reporter: Reporter) -> None:

@@ -35,6 +35,7 @@ class WorkerProcess:
         self.retiring = False  # served its --max-requests: replace it, then stop it
         self.kill_at: float | None = None  # while stopping: SIGKILL after this
         self.addresses: list[str] = []
+        self.inflight: list[Any] = []  # [method, path, seconds] at its last beat
         self._partial = b""
 
     def read(self) -> list[dict[str, Any]] | None:
