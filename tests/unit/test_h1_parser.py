@@ -339,3 +339,39 @@ def test_arbitrary_splits_of_pipelined_requests_give_identical_events(
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     pieces = [stream[a:b] for a, b in pairwise(points)]
     assert as_json(feed(pieces)) == as_json(feed([stream]))
+
+
+INVALID_RAW = [
+    (CORPUS / "invalid" / f"{n}.http").read_bytes()
+    for n in INVALID
+    if "limits" not in EXPECTED_INVALID[n] and not n.startswith("eof_")
+]
+
+
+def events_and_status(pieces: list[bytes]) -> tuple[list[dict[str, object]], int | None]:
+    parser = H1Parser(Limits())
+    events: list[Event] = []
+    try:
+        for piece in [*pieces, b""]:
+            events += parser.receive_data(piece)
+    except ProtocolError as exc:
+        return as_json(events), exc.status
+    return as_json(events), None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(PIPELINE_PARTS), min_size=1, max_size=3),
+    st.sampled_from(INVALID_RAW),
+    st.lists(st.integers(0, 4000), max_size=10),
+)
+def test_a_bad_request_after_good_ones_gives_their_events_then_its_status_under_any_split(
+    requests: list[bytes], bad: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(requests) + bad
+    points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    whole_events, whole_status = events_and_status([stream])
+    assert whole_status is not None
+    assert whole_events[: len(as_json(feed(requests)))] == as_json(feed(requests))
+    pieces = [stream[a:b] for a, b in pairwise(points)]
+    assert events_and_status(pieces) == (whole_events, whole_status)

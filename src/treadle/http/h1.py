@@ -145,6 +145,8 @@ class H1Parser:
                 pos = self._read_head(data, pos)
             elif state == _BODY:
                 take = min(self._left, end - pos)
+                if not take:  # llhttp did not end a request that has no body left
+                    raise ProtocolError("malformed request")
                 self._llhttp(data[pos : pos + take] if pos or take < end else data)
                 self._left -= take
                 pos += take
