@@ -7,6 +7,7 @@ with and without them.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 
@@ -14,8 +15,9 @@ import pytest
 
 from tests.integration.wire import connect, read_response
 
-PHASE_S = 1.0
-PAIRS = 5
+PHASE_S = 0.5
+PAIRS = 6
+ROUNDS = 3
 QUICK_CLIENTS = 4
 TRICKLERS = 32
 
@@ -84,18 +86,27 @@ def test_slow_uploads_leave_quick_requests_their_throughput(serve, expect_contin
         head += b"Expect: 100-continue\r\n"
     head += b"\r\n"
     quick_requests_per_second(server.port)  # warm up
-    # Phases without and with the slow uploads alternate, so the machine's changing load
-    # falls on both sides alike; the totals are compared.
-    without = during = 0.0
-    for _ in range(PAIRS):
-        without += quick_requests_per_second(server.port)
-        tricklers = Tricklers(server.port, head, wait_for_continue=expect_continue)
-        try:
-            assert tricklers.no_continue == 0, f"{tricklers.no_continue} uploads got no 100"
-            during += quick_requests_per_second(server.port)
-        finally:
-            tricklers.finish()
-    assert during >= 0.9 * without, (
-        f"{during / PAIRS:.0f} req/s while {TRICKLERS} uploads trickle, "
-        f"{without / PAIRS:.0f} without"
+    # Short phases without and with the slow uploads alternate, so the machine's changing
+    # load falls on both sides alike, and the median of the pairs' ratios ignores a pair
+    # another process disturbed. On a loaded machine a round can still fall short by
+    # chance, so the best of three rounds counts (before the fix, every round was near 0;
+    # the uploads cost the server about 1% of a core).
+    rounds = []
+    for _ in range(ROUNDS):
+        ratios = []
+        for _ in range(PAIRS):
+            without = quick_requests_per_second(server.port)
+            tricklers = Tricklers(server.port, head, wait_for_continue=expect_continue)
+            try:
+                assert tricklers.no_continue == 0, f"{tricklers.no_continue} uploads got no 100"
+                during = quick_requests_per_second(server.port)
+            finally:
+                tricklers.finish()
+            ratios.append(during / max(without, 1.0))
+        rounds.append(statistics.median(ratios))
+        if rounds[-1] >= 0.9:
+            break
+    assert max(rounds) >= 0.9, (
+        f"quick requests kept {max(rounds):.2f} of their throughput while {TRICKLERS} "
+        f"uploads trickle (rounds: {', '.join(f'{r:.2f}' for r in rounds)})"
     )
