@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 import traceback
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from treadle.config import Config
-from treadle.reload_worker import Worker
+from treadle.reload_worker import ReloadArbiter
 from treadle.supervisor import child
 from treadle.supervisor.child import adopt, is_child
 from treadle.supervisor.sockets import Held, hold, release
@@ -158,7 +157,8 @@ def run_with_reload(
 ) -> int:
     """Hold the sockets, run ``child_argv`` and restart it on change until SIGTERM/SIGINT.
 
-    Main thread of the parent. Returns 0 after a signal, 1 when a socket cannot be bound.
+    Main thread of the parent: the supervisor's loop (ReloadArbiter), with the file watcher
+    in a thread of its own. Returns 0 after a signal, 1 when a socket cannot be bound.
     """
     held: list[Held] = []
     binds: list[str] = []
@@ -176,44 +176,42 @@ def run_with_reload(
         release(held)
         return 1
     roots = _roots(watch_dirs if watch_dirs is not None else [Path.cwd()])
-    env = {**os.environ, ENV: child.Job(parent=os.getpid(), binds=tuple(binds)).to_env()}
-    stop_timeout_s = config.timeouts.graceful_timeout_s + 5.0
-    worker = Worker(child_argv, env, [h.sock for h in held], stop_timeout_s, roots)
+    arbiter = ReloadArbiter(child_argv, config, held, binds=binds, roots=roots)
+    logs = (config.logging.log_file, config.logging.access_log)
+    own_files = [Path(name).resolve() for name in logs if name and name != "-"]
+    changes_filter = ChangeFilter(roots, config.reload.reload_include, own_files)
     stop = threading.Event()
-    received: list[int] = []
+    watcher = threading.Thread(
+        target=_watch,
+        args=(roots, changes_filter, stop, arbiter),
+        name="reload-watch",
+        daemon=True,
+    )
+    log.info(
+        "reload: holding %s; watching %s",
+        " ".join(h.address for h in held) or "no sockets",
+        " ".join(map(str, roots)),
+    )
+    watcher.start()
+    try:
+        return arbiter.run()
+    finally:
+        stop.set()  # the watcher sees it within one step (50 ms)
+        watcher.join(5.0)
+        arbiter.close_page()
+        release(held)
 
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():  # a second Ctrl-C: do not wait for the graceful stop
-            worker.kill()
-        received.append(signum)
-        stop.set()  # the watch loop sees it within one step (50 ms)
 
+def _watch(
+    roots: Sequence[Path], changes_filter: ChangeFilter, stop: threading.Event, arbiter: Any
+) -> None:
+    """The watcher thread: each batch of changes restarts the worker (through the loop)."""
     import watchfiles  # here, not at the top: children import this module too
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        log.info(
-            "reload: holding %s; watching %s",
-            " ".join(h.address for h in held) or "no sockets",
-            " ".join(map(str, roots)),
-        )
-        worker.start()
-        logs = (config.logging.log_file, config.logging.access_log)
-        own_files = [Path(name).resolve() for name in logs if name and name != "-"]
-        changes_filter = ChangeFilter(roots, config.reload.reload_include, own_files)
-        for changes in watchfiles.watch(*roots, watch_filter=changes_filter, stop_event=stop):
-            if stop.is_set():
-                break
-            paths = sorted({path for _, path in changes})
-            log.info("reloading: %s", _shown(paths))
-            _forget_bytecode(paths)
-            worker.stop()
-            if not stop.is_set():
-                worker.start()
-        worker.stop(received[0] if received else signal.SIGTERM)
-    finally:
-        worker.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        release(held)
-    return 0
+    for changes in watchfiles.watch(*roots, watch_filter=changes_filter, stop_event=stop):
+        if stop.is_set():
+            return
+        paths = sorted({path for _, path in changes})
+        log.info("reloading: %s", _shown(paths))
+        _forget_bytecode(paths)
+        arbiter.post("restart")

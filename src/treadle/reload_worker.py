@@ -1,116 +1,125 @@
-"""The reload parent's current child process: start, stop, and what happens when it fails.
+"""The dev reloader's policy for the supervisor: one worker, restarted when a file changes.
 
-Composition layer, used only by reload.py in the parent. A child is started with the held
-sockets and its stderr passed through us; when it ends by itself (the app failed to load),
-the failure is logged once and a FailurePage answers on the held sockets until the next
-child starts. It never imports the app and never runs a reactor.
+Composition layer, used only by reload.py in the parent. It is the supervisor's Arbiter
+(supervisor/arbiter.py: the same loop, held sockets, child protocol and signals) with the
+development rules: a change stops the worker before its replacement starts (the new code
+may not load); a worker that ends by itself (the app failed to load) is logged once and a
+FailurePage answers on the held sockets until the next change; no heartbeat kill (a
+developer may sit in a debugger). It never imports the app and never runs a reactor.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import socket
 import subprocess
-import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from treadle.config import Config
 from treadle.reload_failure import FailurePage, OutputTail, describe
+from treadle.supervisor.arbiter import Arbiter
+from treadle.supervisor.process import STOPPING, WorkerProcess
+from treadle.supervisor.sockets import Held
 
 log = logging.getLogger("treadle")
 
 
-class Worker:
-    """The current child process; it is restarted, never reused.
+class ReloadArbiter(Arbiter):
+    """The supervisor with one worker, stop-first restarts and a failure page."""
 
-    While no child runs because the last one failed, a FailurePage answers on the held
-    sockets; start() closes it before the next child takes them.
-    """
+    multiprocess = False  # one worker at a time: the old one stops before the new starts
 
     def __init__(
         self,
         argv: Sequence[str],
-        env: dict[str, str],
-        held: Sequence[socket.socket],
-        stop_timeout_s: float,
+        config: Config,
+        held: Sequence[Held],
+        *,
+        binds: Sequence[str],
         roots: Sequence[Path] = (),
     ) -> None:
-        self.argv = list(argv)
-        self.env = env
-        self.held = tuple(held)
-        self.stop_timeout_s = stop_timeout_s
+        super().__init__(argv, config, held, binds=binds)
+        self.count = 1
+        self.heartbeat_s = 0.0
         self.roots = tuple(roots)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._expected: set[int] = set()  # pids we stopped on purpose
-        self._lock = threading.Lock()  # proc and page, shared with the exit watchers
-        self._page: FailurePage | None = None
-        self._closed = False
+        self.failed = False  # the last worker ended by itself: wait for a change
+        self.page: FailurePage | None = None
+        self.tails: dict[int, OutputTail] = {}
 
-    def start(self) -> None:
-        with self._lock:
-            self._close_page()
-            # Own process group: a terminal's Ctrl-C reaches only the parent, which forwards
-            # it once. stderr passes through us so that a failure can be shown on the page.
-            proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                pass_fds=[sock.fileno() for sock in self.held],
-                process_group=0,
-                stderr=subprocess.PIPE,
-            )
-            assert proc.stderr is not None
-            tail = OutputTail(proc.stderr)
-            self.proc = proc
-        threading.Thread(target=self._report_exit, args=(proc, tail), daemon=True).start()
+    def _log_start(self) -> None:
+        """reload.py has said what it holds and watches."""
 
-    def _report_exit(self, proc: subprocess.Popen[bytes], tail: OutputTail) -> None:
-        """Runs in a watcher thread: when the child ends by itself (e.g. a bad import), log
-        why once and answer requests with that error until the next child starts."""
-        status = proc.wait()
-        tail.join(2.0)  # the rest of its traceback, unless a grandchild still holds stderr
-        with self._lock:
-            if proc.pid in self._expected or proc is not self.proc or self._closed:
-                return
-            failure = describe(tail.text(), status, self.roots)
-            log.warning(
-                "reload: worker %d failed: %s; answering 500 until a file changes",
-                proc.pid,
-                failure.summary,
-            )
-            if self.held:
-                self._page = FailurePage(self.held, failure.page())
-                self._page.start()
+    def _log_stopped(self) -> None:
+        """Nothing to add when a development server stops."""
 
-    def _close_page(self) -> None:
-        """Called with the lock held."""
-        if self._page is not None:
-            self._page.close()
-            self._page = None
+    def on_restart(self) -> None:
+        """A watched file changed (posted by reload.py's watcher thread)."""
+        self.close_page()
+        self.failed = False
+        self.generation += 1  # the running worker is now old: _manage stops it first
 
-    def close(self) -> None:
-        """No more children and no page: the sockets are about to be released."""
-        with self._lock:
-            self._closed = True
-            self._close_page()
+    def _manage(self, now: float) -> None:
+        self._enforce_deadlines(now)
+        if self.stopping:
+            return
+        for worker in list(self.workers.values()):
+            if worker.state != STOPPING and worker.generation != self.generation:
+                self._stop(worker, "reloading")
+        if not self.workers and not self.failed:
+            self.close_page()  # the new worker takes every connection from now on
+            self._spawn(now)
 
-    def stop(self, signum: int = signal.SIGTERM) -> None:
-        with self._lock:
-            self._close_page()
-            proc = self.proc
-            if proc is None or proc.poll() is not None:
-                return
-            self._expected.add(proc.pid)
-        proc.send_signal(signum)
-        try:
-            proc.wait(self.stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("reload: worker %d did not stop in time; killing it", proc.pid)
-            self.kill()
-            proc.wait()
+    def _popen_options(self) -> dict[str, Any]:
+        # stderr passes through us so that a failure can be shown on the page.
+        return {"stderr": subprocess.PIPE}
 
-    def kill(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            self._expected.add(proc.pid)
-            proc.kill()
+    def _spawn(self, now: float) -> WorkerProcess | None:
+        worker = super()._spawn(now)
+        if worker is not None and worker.proc.stderr is not None:
+            self.tails[worker.pid] = OutputTail(worker.proc.stderr)
+        return worker
+
+    def _exited(self, worker: WorkerProcess, code: int) -> None:
+        tail = self.tails.pop(worker.pid, None)
+        if worker.state == STOPPING or self.stopping:
+            return
+        if tail is not None:
+            tail.join(2.0)  # the rest of its traceback, unless a grandchild still holds stderr
+        failure = describe(tail.text() if tail else "", code, self.roots)
+        log.warning(
+            "reload: worker %d failed: %s; answering 500 until a file changes",
+            worker.pid,
+            failure.summary,
+        )
+        self.failed = True
+        if self.held:
+            self.page = FailurePage([kept.sock for kept in self.held], failure.page())
+            self.page.start()
+
+    def close_page(self) -> None:
+        if self.page is not None:
+            self.page.close()
+            self.page = None
+
+    def _begin_stop(self, signum: int) -> None:
+        self.close_page()
+        super()._begin_stop(signum)
+
+    def on_interrupt(self) -> None:
+        """Ctrl-C: the worker stops at once under --reload (server.interrupt), as runserver."""
+        if self.stopping:
+            self.on_quit()
+            return
+        self._begin_stop(signal.SIGINT)
+
+    def on_quit(self) -> None:
+        self.close_page()
+        super().on_quit()
+
+    def on_more(self) -> None:
+        log.info("SIGTTIN: --reload runs one worker")
+
+    def on_fewer(self) -> None:
+        log.info("SIGTTOU: --reload runs one worker")

@@ -64,7 +64,14 @@ def become_subreaper() -> None:
 
 
 class Arbiter:
-    """The supervisor's state and loop. Main thread only."""
+    """The supervisor's state and loop. Main thread only, except ``post``.
+
+    This is the production policy: N workers, new ones ready before old ones stop. The dev
+    reloader (reload_worker.py) is a subclass with one worker, stop-first restarts and a
+    failure page: the loop, the sockets and the child protocol are the same.
+    """
+
+    multiprocess = True  # wsgi.multiprocess: during a reload or recycle two workers serve
 
     def __init__(
         self,
@@ -72,12 +79,14 @@ class Arbiter:
         config: Config,
         held: Sequence[Held],
         *,
+        binds: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.argv = list(argv)
         self.config = config
         self.held = list(held)
-        self.binds = tuple(kept.child_bind for kept in self.held)
+        # The children's binds: the held sockets by fd, plus any the children open themselves.
+        self.binds = tuple(binds) if binds is not None else tuple(h.child_bind for h in held)
         self.clock = clock
         self.count = config.workers.workers
         self.graceful_s = config.timeouts.graceful_timeout_s
@@ -92,6 +101,8 @@ class Arbiter:
         self.next_spawn_at = 0.0
         self.announced: tuple[int, ...] = ()
         self.signals: list[int] = []
+        self.events: list[str] = []  # posted by other threads (the reloader's file watcher)
+        self._wake_write = -1
         self.selector = selectors.DefaultSelector()
 
     # -- the loop -------------------------------------------------------------------
@@ -101,21 +112,19 @@ class Arbiter:
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
+        self._wake_write = wake_write
         previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in ACTIONS}
         self.selector.register(wake_read, selectors.EVENT_READ, None)
         become_subreaper()
         try:
-            log.info(
-                "supervisor %d: starting %d workers on %s",
-                os.getpid(),
-                self.count,
-                " ".join(kept.address for kept in self.held),
-            )
+            self._log_start()
             while True:
                 self._reap()
                 while self.signals:
                     self._dispatch(self.signals.pop(0))
+                while self.events:
+                    getattr(self, "on_" + self.events.pop(0))()
                 now = self.clock()
                 self._manage(now)
                 if self.stopping and not self.workers:
@@ -136,10 +145,28 @@ class Arbiter:
                 signal.signal(sig, handler)
             signal.set_wakeup_fd(previous_wakeup)
             self.selector.close()
+            self._wake_write = -1
             os.close(wake_read)
             os.close(wake_write)
-        log.info("supervisor %d: stopped", os.getpid())
+        self._log_stopped()
         return self.exit_status
+
+    def _log_start(self) -> None:
+        log.info(
+            "supervisor %d: starting %d workers on %s",
+            os.getpid(),
+            self.count,
+            " ".join(kept.address for kept in self.held),
+        )
+
+    def _log_stopped(self) -> None:
+        log.info("supervisor %d: stopped", os.getpid())
+
+    def post(self, event: str) -> None:
+        """Any thread: have the loop call ``on_<event>()`` on its next turn."""
+        self.events.append(event)
+        with contextlib.suppress(OSError):  # full (it will wake anyway) or already closed
+            os.write(self._wake_write, b"\0")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals.append(signum)  # acted on by the loop: the wake-up fd interrupts select
@@ -256,12 +283,15 @@ class Arbiter:
     def _missing(self) -> int:
         return max(0, self.count - len(self._fresh()))
 
-    def _manage(self, now: float) -> None:
+    def _enforce_deadlines(self, now: float) -> None:
         for worker in list(self.workers.values()):
             if worker.kill_at is not None and now >= worker.kill_at:
                 log.warning("worker %d did not stop in time: killing it", worker.pid)
                 worker.kill_at = None
                 self._signal(worker, signal.SIGKILL)
+
+    def _manage(self, now: float) -> None:
+        self._enforce_deadlines(now)
         if self.stopping:
             return
         self._check_heartbeats(now)
@@ -338,7 +368,7 @@ class Arbiter:
             parent=os.getpid(),
             binds=self.binds,
             channel=write_end,
-            multiprocess=True,
+            multiprocess=self.multiprocess,
             max_requests=max_requests,
         )
         try:
@@ -348,6 +378,7 @@ class Arbiter:
                 env={**os.environ, ENV: job.to_env()},
                 pass_fds=[*(kept.sock.fileno() for kept in self.held), write_end],
                 process_group=0,
+                **self._popen_options(),
             )
         except OSError as error:
             os.close(read_end)
@@ -364,6 +395,10 @@ class Arbiter:
         self.selector.register(read_end, selectors.EVENT_READ, worker)
         log.debug("worker %d starting", proc.pid)
         return worker
+
+    def _popen_options(self) -> dict[str, Any]:
+        """More subprocess.Popen arguments for a worker (the reloader pipes its stderr)."""
+        return {}
 
     def _stop(self, worker: WorkerProcess, reason: str, signum: int = signal.SIGTERM) -> None:
         log.info("stopping worker %d (%s)", worker.pid, reason)
