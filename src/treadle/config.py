@@ -237,11 +237,12 @@ class Limits:
         aliases=("--max-request-header-size",),
     )
     max_body_bytes: int = setting(
-        GIB,
+        100 * MIB,
         "Largest request body; larger gets 413 before it is read.",
         parse=parse_bytes,
         flag="--max-body",
-        why="waitress's max_request_body_size",
+        why="Cloudflare's upload ceiling; far above forms, which Django keeps in memory up to "
+        "2.5 MB, and below waitress's 1 GiB, as every waiting body may sit on disk",
         aliases=("--max-request-body-size",),
     )
     spool_threshold_bytes: int = setting(

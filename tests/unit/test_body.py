@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 import wsgiref.validate
 from collections.abc import Callable
 from typing import Any
@@ -201,3 +203,41 @@ def test_empty_body_reads_nothing_and_is_shared() -> None:
     assert EMPTY_BODY.read() == b""
     with pytest.raises(AttributeError):
         EMPTY_BODY.leak = 1  # type: ignore[attr-defined]
+
+
+# -- the spool writer thread ---------------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_spooled_body_dropped_mid_upload_gives_its_file_back() -> None:
+    before = open_fds()
+    chunk = b"u" * 65536
+    for _ in range(20):  # clients that leave mid-upload: fed, never finished, closed
+        body = BufferedBody(spool_threshold_bytes=1)
+        for _ in range(16):
+            body.feed(chunk)
+        body.close()
+    deadline = time.monotonic() + 10
+    while open_fds() > before:  # the writer closes each file after its queued writes
+        assert time.monotonic() < deadline, "spool files left open"
+        time.sleep(0.01)  # polling a condition with a deadline
+
+
+def test_a_large_spooled_body_reads_back_whole_while_the_writer_catches_up() -> None:
+    body = BufferedBody(spool_threshold_bytes=0)
+    pieces = [bytes([index % 256]) * 65536 for index in range(64)]  # 4 MiB
+    for piece in pieces:
+        body.feed(piece)
+    body.finish()
+    try:
+        assert body.spooled and body.length == 64 * 65536
+        assert body.readline(10) == pieces[0][:10]
+        assert body.read() == b"".join(pieces)[10:]
+    finally:
+        body.close()
+    with pytest.raises(ValueError):
+        body.read()
