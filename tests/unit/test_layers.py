@@ -43,6 +43,7 @@ LAYERS: dict[str, set[str]] = {
         "dispatch",
         "http.connection",
         "http.exchange",
+        "http.file_producer",
         "http.protocol",
         "listen",
         "reactor",

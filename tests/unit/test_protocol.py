@@ -22,9 +22,9 @@ from treadle.config import Config
 from treadle.deadlines import Deadlines
 from treadle.dispatch import Dispatcher
 from treadle.http.exchange import Exchange
+from treadle.http.file_producer import FileProducer
 from treadle.http.h1 import H1Parser
 from treadle.http.protocol import HTTPChannel, HTTPFactory
-from treadle.static import FileProducer
 from treadle.timing import RequestRecord
 from treadle.wsgi import body as bodies
 from treadle.wsgi.container import WSGIContainer

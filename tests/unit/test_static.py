@@ -18,7 +18,8 @@ from zope.interface import implementer
 from treadle.django.mounts import is_hashed_name
 from treadle.errors import RequestCancelled
 from treadle.http.events import RequestHead
-from treadle.static import FileProducer, Mount, StaticFiles, StaticResponse, relative_path
+from treadle.http.file_producer import FileProducer
+from treadle.static import Mount, StaticFiles, StaticResponse, relative_path
 
 MTIME_S = 1_700_000_000  # fixed so Last-Modified is predictable
 SECRET = b"top secret, outside the root\n"

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from treadle.http import h1
 from treadle.http.connection import Connection
 from treadle.http.events import RequestHead
+from treadle.http.file_producer import FileProducer
 from treadle.timing import RequestRecord
 
 log = logging.getLogger("treadle")
@@ -228,8 +229,6 @@ class Exchange:
             file.close()
             self.finish()
             return
-        from treadle.static import FileProducer
-
         producer = FileProducer(file, offset, length if length is not None else -1)
         producer.start(self).addCallbacks(  # type: ignore[arg-type]
             lambda _: self.finish(), self._file_failed
