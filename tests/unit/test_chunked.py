@@ -112,3 +112,97 @@ def test_an_endless_size_line_is_refused_before_it_ends() -> None:
     with pytest.raises(ProtocolError) as info:
         decoder.feed(b"b" * 20, 0, [])
     assert info.value.status == 431
+
+
+# A second reading of RFC 9112 §7.1.1, written as a plain scanner, to check the regex
+# against on arbitrary lines.
+TCHAR_SET = frozenset(TCHARS.encode())
+QDTEXT = frozenset([9, 32, 0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F), *range(0x80, 0x100)])
+QPAIR = frozenset([9, 32, *range(0x21, 0x7F), *range(0x80, 0x100)])
+
+
+def reference_accepts(line: bytes) -> bool:
+    i, n = 0, len(line)
+
+    def skip_bws(i: int) -> int:
+        while i < n and line[i] in (0x20, 0x09):
+            i += 1
+        return i
+
+    def token(i: int) -> int:
+        j = i
+        while j < n and line[j] in TCHAR_SET:
+            j += 1
+        return j if j > i else -1
+
+    while i < n and line[i] in b"0123456789abcdefABCDEF":
+        i += 1
+    if i == 0 or len(line[:i].lstrip(b"0")) > 15:  # past 2**60: refused as too large
+        return False
+    while i < n:
+        i = skip_bws(i)
+        if i >= n or line[i] != ord(";"):
+            return False
+        i = token(skip_bws(i + 1))
+        if i < 0:
+            return False
+        j = skip_bws(i)
+        if j < n and line[j] == ord("="):
+            j = skip_bws(j + 1)
+            if j < n and line[j] == ord('"'):
+                j += 1
+                while j < n and line[j] != ord('"'):
+                    if line[j] == ord("\\"):
+                        if j + 1 >= n or line[j + 1] not in QPAIR:
+                            return False
+                        j += 2
+                    elif line[j] in QDTEXT:
+                        j += 1
+                    else:
+                        return False
+                if j >= n:
+                    return False
+                i = j + 1
+            else:
+                i = token(j)
+                if i < 0:
+                    return False
+    return True
+
+
+line_bytes = st.lists(
+    st.sampled_from(
+        [
+            b"5",
+            b"a",
+            b"Z",
+            b" ",
+            b"\t",
+            b";",
+            b"=",
+            b'"',
+            b"\\",
+            b"\x00",
+            b"\x7f",
+            b"\x80",
+            b",",
+            b"x",
+            b"0",
+        ]
+    ),  # fmt: skip
+    max_size=20,
+).map(b"".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(line_bytes, st.builds(lambda e: b"5" + e, chunk_ext)))
+def test_the_size_line_is_accepted_exactly_when_the_rfc_grammar_says(line: bytes) -> None:
+    decoder = ChunkedDecoder(Limits(max_body_bytes=2**62))
+    try:
+        decoder.feed(line + b"\r\n", 0, [])
+    except ProtocolError as exc:
+        accepted = False
+        assert exc.status == 400
+    else:
+        accepted = True
+    assert accepted == reference_accepts(line), line
