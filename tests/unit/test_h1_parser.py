@@ -375,3 +375,19 @@ def test_a_bad_request_after_good_ones_gives_their_events_then_its_status_under_
     assert whole_events[: len(as_json(feed(requests)))] == as_json(feed(requests))
     pieces = [stream[a:b] for a, b in pairwise(points)]
     assert events_and_status(pieces) == (whole_events, whole_status)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        # found by fuzzing: each used to get another status when cut differently
+        (b"GET /" + b"a" * 8300 + b"FOO " + b"a" * 100 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+        (b"GET /" + b"a" * 100 + b"FOO " + b"a" * 8300 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+        (b";GET / HTTP/1.2\r\nHost: a\r\n\r\n", 400),
+        (b"P\n * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX: " + b"b" * 30000 + b"\r\nX(y): 1\r\n\r\n", 431),
+    ],
+)
+def test_the_status_is_the_same_however_the_reads_are_cut(raw: bytes, status: int) -> None:
+    for step in (1, 7, 4096, len(raw)):
+        assert status_of([raw[i : i + step] for i in range(0, len(raw), step)], Limits()) == status

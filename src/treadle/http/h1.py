@@ -171,6 +171,10 @@ class H1Parser:
             else:
                 stop += 4
                 ended = True
+        room = self._head_limit + 1 - self._head_len
+        if stop - pos > room:  # llhttp sees no more than the limit allows, however cut
+            stop = pos + room
+            ended = False
         piece = data[pos:stop] if pos or stop < len(data) else data
         self._head.append(piece)
         self._head_len += len(piece)
@@ -206,11 +210,11 @@ class H1Parser:
     def _rescue(self, exc: HttpParserError | None) -> None:
         """llhttp refused this head: decide by our own reading of its request line.
 
-        A well-formed line with another version is 505. A method llhttp does not know is
+        A method that is no token (or has lowercase letters) is 400, a line over the limit
+        414, a well-formed line with another version 505. A method llhttp does not know is
         shown to it as _STAND_IN (once per head); anything else is 400.
         """
         head = b"".join(self._head)
-        line_end = _check_version(head)
         method_end = _TOKEN_RUN.match(head).end()  # type: ignore[union-attr]
         method = head[:method_end]
         if method_end == len(head) and method_end <= _MAX_METHOD_BYTES:
@@ -222,11 +226,15 @@ class H1Parser:
             or _METHOD.fullmatch(method) is None
         ):
             raise ProtocolError("invalid method")
+        # Each check below is decided on bytes every cut of the reads has in hand at that
+        # point, so the answer does not depend on the segmentation.
+        line_end = head.find(b"\r\n")
+        if (len(head) if line_end < 0 else line_end + 2) > self._max_line:
+            raise ProtocolError("request line too long", 414)  # RFC 9112 §3
         if line_end < 0:  # a version llhttp refused may still be well formed: wait for it
-            if len(head) > self._max_line:
-                raise ProtocolError("request line too long", 414)
             self._scanning = True
             return
+        _check_version(head)
         if self._substituted:
             raise ProtocolError(f"malformed request: {exc}")
         self._substituted = True
