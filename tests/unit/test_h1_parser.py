@@ -391,3 +391,30 @@ def test_a_bad_request_after_good_ones_gives_their_events_then_its_status_under_
 def test_the_status_is_the_same_however_the_reads_are_cut(raw: bytes, status: int) -> None:
     for step in (1, 7, 4096, len(raw)):
         assert status_of([raw[i : i + step] for i in range(0, len(raw), step)], Limits()) == status
+
+
+ALL_RAW = VALID_RAW + [(CORPUS / "invalid" / f"{n}.http").read_bytes() for n in INVALID]
+SPLICES = [b"\r\n", b" ", b"\t", b";", b"=", b"0", b"5", b"a", b"G", b"\x00", b":", b"\r",
+           b"\n", b"Transfer-Encoding: chunked\r\n", b"Content-Length: 3\r\n", b"FOO ",
+           b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"\r\n\r\n"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(ALL_RAW), min_size=1, max_size=3),
+    st.lists(st.tuples(st.integers(0, 40_000), st.sampled_from(SPLICES)), max_size=4),
+    st.lists(st.integers(0, 40_000), min_size=1, max_size=8),
+)
+def test_mutated_streams_give_the_same_events_and_status_however_cut(
+    parts: list[bytes], splices: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    data = bytearray(b"".join(parts))
+    for position, splice in splices:
+        i = position % (len(data) + 1)
+        data[i : i + len(splice) // 2] = splice
+    stream = bytes(data)
+    points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    whole = events_and_status([stream])
+    assert events_and_status([stream[a:b] for a, b in pairwise(points)]) == whole
+    if len(stream) < 2000:
+        assert events_and_status([stream[i : i + 1] for i in range(len(stream))]) == whole
