@@ -134,7 +134,7 @@ def test_help_shows_defaults_as_a_user_types_them(capsys) -> None:
     text = help_text(capsys)
     assert "--threads N Threads that run the app. (default: 16)" in text
     assert "(default: 8K)" in text  # --max-request-line, 8192 bytes
-    assert "larger gets 413 before it is read. (default: 1G)" in text
+    assert "larger gets 413 before it is read. (default: 100M)" in text
     assert "finish before exit. (default: 30)" in text
     assert "(default: tcp:8000:interface=127.0.0.1)" in text
     assert "(default: stderr)" in text  # --log-file
