@@ -68,7 +68,7 @@ def build(base: Any) -> Any:
     lacking = twisted_internals.lean_reactor_lacks(reactor)
     if not lacking:
         return reactor
-    twisted_internals.warn_once("the lean reactor", lacking, "using Twisted's stock reactor")
+    twisted_internals.warn_once("the lean reactor", "using Twisted's stock reactor", lacking)
     _discard(reactor)
     return base()
 

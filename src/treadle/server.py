@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
 
-from treadle import blocking, listen
+from treadle import blocking, listen, twisted_internals
 from treadle.accesslog import AccessLog
 from treadle.config import Config
 from treadle.deadlines import Deadlines
@@ -168,6 +168,7 @@ class Server:
 
     async def start(self) -> list[str]:
         """Start threads and listeners; returns the addresses (reactor thread)."""
+        twisted_internals.warn_missing()  # a Twisted without a speed-up says so now, once
         self.pool.start()
         if self.lean_reactor:
             self.reactor.add_drain(self.outbox.drain_pending)

@@ -45,7 +45,7 @@ def missing(obj: Any, names: Iterable[str]) -> list[str]:
     return [name for name in names if getattr(obj, name, None) is None]
 
 
-def warn_once(feature: str, lacking: list[str], fallback: str) -> None:
+def warn_once(feature: str, fallback: str, lacking: list[str]) -> None:
     """Log one warning per feature and process: what is missing and what runs instead."""
     key = (feature, *lacking)
     if key in _warned:
@@ -83,10 +83,30 @@ def connection_lacks(connection_class: type) -> list[str]:
     return lacking
 
 
+# What each feature is, and what runs without it (the warning's words).
+_DIRECT_SENDS = ("direct sends", "responses go through transport.write")
+_UNSENT_COUNTS = ("unsent-byte counts", "--send-timeout cannot see Twisted's buffer")
+_UNIX_ADOPTION = (
+    "adopting unix sockets",
+    "using reactor.adoptStreamPort, which removes the socket file when the port stops",
+)
+
 _connection_lacks: dict[type, list[str]] = {}
 # Checked at import (start-up) for the connections treadle's listeners make.
 connection_lacks(tcp.Server)
 connection_lacks(unix.Server)
+
+
+def warn_missing(connection_classes: tuple[type, ...] = (tcp.Server, unix.Server)) -> None:
+    """At start-up: one warning for each speed-up the installed Twisted cannot give."""
+    for connection_class in connection_classes:
+        lacking = connection_lacks(connection_class)
+        if lacking:
+            warn_once(*_DIRECT_SENDS, lacking)
+            warn_once(*_UNSENT_COUNTS, lacking)
+    lacking = missing(unix.Port, UNIX_ADOPT_FIELDS)
+    if lacking:
+        warn_once(*_UNIX_ADOPTION, lacking)
 
 
 def direct_send(transport: Any, send_limit_bytes: int) -> bool:
@@ -99,7 +119,7 @@ def direct_send(transport: Any, send_limit_bytes: int) -> bool:
         return False
     lacking = connection_lacks(type(transport))
     if lacking:
-        warn_once("direct sends", lacking, "responses go through transport.write")
+        warn_once(*_DIRECT_SENDS, lacking)
         return False
     transport.SEND_LIMIT = send_limit_bytes
     return True
@@ -136,7 +156,7 @@ def buffered_bytes(transport: Any) -> tuple[Any, int] | None:
         return None
     lacking = connection_lacks(type(transport))
     if lacking:
-        warn_once("unsent-byte counts", lacking, "--send-timeout cannot see Twisted's buffer")
+        warn_once(*_UNSENT_COUNTS, lacking)
         return None
     unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     return transport, unsent
@@ -157,9 +177,5 @@ def unix_port_from_fd(port_class: Any, reactor: Any, fd: int, factory: Any) -> t
     lacking = missing(port_class, UNIX_ADOPT_FIELDS)
     if not lacking:
         return port_class._fromListeningDescriptor(reactor, fd, factory), False
-    warn_once(
-        "adopting unix sockets",
-        lacking,
-        "using reactor.adoptStreamPort, which removes the socket file when the port stops",
-    )
+    warn_once(*_UNIX_ADOPTION, lacking)
     return reactor.adoptStreamPort(fd, socket.AF_UNIX, factory), True

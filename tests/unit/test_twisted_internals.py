@@ -189,3 +189,19 @@ def test_unix_adoption_without_the_private_constructor_uses_the_public_one(
     (warning,) = warnings_of(caplog)
     assert "_fromListeningDescriptor" in warning
     assert "adoptStreamPort" in warning
+
+
+def test_a_missing_speed_up_is_reported_once_at_start_up(caplog) -> None:
+    class RenamedSend(tcp.Server):
+        writeSomeData = None  # noqa: N815 - Twisted's name
+
+    twisted_internals.warn_missing((tcp.Server, unix.Server))
+    assert warnings_of(caplog) == []  # the installed Twisted has everything
+    twisted_internals.warn_missing((RenamedSend,))
+    twisted_internals.warn_missing((RenamedSend,))
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 2  # direct sends, unsent-byte counts: each once
+    assert all("writeSomeData" in w for w in warnings)
+    # The first connection later takes the public path without saying it again.
+    assert not twisted_internals.direct_send(RenamedSend.__new__(RenamedSend), 1 << 22)
+    assert len(warnings_of(caplog)) == 2
