@@ -28,3 +28,19 @@ def test_requests_still_queued_at_the_graceful_timeout_get_503_and_close(serve) 
     assert b"\r\nconnection: close" in head
     assert b"\r\nretry-after: " in head
     assert "slow app start /queued" not in server.output
+
+
+def test_a_request_still_uploading_at_the_graceful_timeout_gets_503_and_close(serve) -> None:
+    server = serve("tests.apps.echo:app", "--graceful-timeout", "1")
+    with connect(server.port, timeout=30) as uploading:
+        uploading.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        # The reactor has read the head once it says "100 Continue".
+        assert uploading.recv(100).startswith(b"HTTP/1.1 100")
+        uploading.sendall(b"part of it")
+        server.proc.send_signal(signal.SIGTERM)
+        raw = read_until_close(uploading, 30)
+    assert server.proc.wait(30) == 0
+    assert status_of(raw) == 503
+    assert b"\r\nconnection: close" in raw.split(b"\r\n\r\n", 1)[0].lower()
