@@ -104,7 +104,6 @@ class Server:
             deadlines=self.deadlines,
             dispatch=self.dispatcher,
             bodies=bodies,
-            call_from_thread=self.outbox,
             on_finished=self._finished,
             max_connections=max_connections(config),
             accepting=self._set_accepting,

@@ -58,7 +58,6 @@ class Reactor:
             deadlines=self.deadlines,
             dispatch=Dispatcher(submit=self.submit),
             bodies=bodies,
-            call_from_thread=self.outbox,
             on_finished=self.finished.append,
         )
         self.pool.start()

@@ -40,7 +40,6 @@ class Connection:
             deadlines=self.deadlines,
             dispatch=Dispatcher(submit=self.submit),
             bodies=bodies,
-            call_from_thread=lambda f, *a: f(*a),
         )
         self.transport = StringTransport()
         self.protocol = factory.buildProtocol(None)

@@ -56,7 +56,6 @@ class Harness:
             deadlines=self.deadlines,
             dispatch=Dispatcher(submit=self.submit),
             bodies=bodies,
-            call_from_thread=self.call,
         )
         self.transport = StringTransport()
         self.protocol = self.factory.buildProtocol(None)

@@ -100,14 +100,12 @@ class HTTPFactory(Factory):
         deadlines: Deadlines,
         dispatch: Callable[[Exchange], None],
         bodies: Any,
-        call_from_thread: Callable[..., Any],
         on_finished: Callable[[Exchange], None] | None = None,
         scheme: str = "http",
         max_connections: int = 0,
         accepting: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
-        self.call_from_thread = call_from_thread
         self.date = h1.http_date(deadlines.now)
         deadlines.on_tick.append(self._tick)
         self.limits = config.limits
