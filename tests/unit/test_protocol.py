@@ -529,3 +529,21 @@ def test_at_max_connections_accepting_pauses_and_resumes_below_and_extras_get_50
     second.connectionLost(None)
     assert calls == [False, True], "below the limit: accept again"
     assert h.send(GET).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_the_next_request_s_clock_does_not_carry_an_earlier_pause() -> None:
+    h = Harness(run_inline=False, request_timeout_s=3.0)
+    h.send(GET)
+    exchange = h.protocol.current
+    exchange.start("200 OK", [])
+    h.protocol.pauseProducing()
+    h.advance(10)  # the first response waits on the client...
+    exchange.finish()  # ...and ends while it still does
+    h.protocol.resumeProducing()
+    h.send(GET)
+    second = h.protocol.current
+    second.start("200 OK", [])
+    h.protocol.pauseProducing()
+    h.protocol.resumeProducing()  # a short pause: the app's clock barely stops
+    h.advance(4)
+    assert h.transport.disconnected, "the second request's app ran past its 3 s"

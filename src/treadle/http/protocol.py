@@ -241,7 +241,8 @@ class HTTPChannel(Protocol):
         self.producer_paused = False
         self.unsent: int | None = None  # while stalled: the least unsent byte count seen
         self.progress_at = 0.0  # while stalled: when the client last took something
-        self.paused_at = 0.0  # when the transport last paused us (clock seconds)
+        # While the app's clock is stopped (the client is not taking the response): since when.
+        self.paused_at: float | None = None
         # --request-timeout for the request with the app; None once its work is over.
         self.app_deadline: float | None = None
         self.scheme = factory.scheme
@@ -308,19 +309,17 @@ class HTTPChannel(Protocol):
         self.factory.stalled.add(self)
         if self.current is not None:
             if self.state == APP:
-                # --request-timeout bounds the app's work; while the client is not taking
-                # the response, the wait is the client's (--send-timeout governs it).
-                self.paused_at = self.factory.deadlines.clock.seconds()
-                self.deadline = None
+                self.stop_app_clock()
             self.current.pause()
 
     def resumeProducing(self) -> None:
         self.producer_paused = False
         self.factory.stalled.discard(self)
+        paused_at, self.paused_at = self.paused_at, None
         current = self.current
         if current is not None:
-            if self.state == APP and self.app_deadline is not None:
-                waited = self.factory.deadlines.clock.seconds() - self.paused_at
+            if self.state == APP and self.app_deadline is not None and paused_at is not None:
+                waited = self.factory.deadlines.clock.seconds() - paused_at
                 self.app_deadline += max(waited, 0.0)
                 self.deadline = self.app_deadline
             current.resume()
@@ -426,7 +425,16 @@ class HTTPChannel(Protocol):
         self.state = APP
         exchange.dispatching()
         self.deadline = self.app_deadline = self.request_deadline()
+        if self.producer_paused:
+            self.stop_app_clock()
         self.factory.dispatch(exchange)
+
+    def stop_app_clock(self) -> None:
+        """--request-timeout bounds the app's work: while the client is not taking the
+        response, the wait is the client's (--send-timeout governs it)."""
+        if self.paused_at is None:
+            self.paused_at = self.factory.deadlines.clock.seconds()
+        self.deadline = None
 
     def protocol_error(self, error: ProtocolError) -> None:
         current = self.current
@@ -519,6 +527,7 @@ class HTTPChannel(Protocol):
         if self.current is not exchange:
             return
         self.current = None
+        self.paused_at = None  # the app's clock belonged to this exchange
         self.served += 1
         if not keep_alive or self.factory.draining:
             self.close()
