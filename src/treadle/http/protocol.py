@@ -11,7 +11,9 @@ its deadlines (on the shared timer wheel), pipelining (later requests wait, with
 reading paused, until the current response is done) and flow control (it is the
 transport's streaming producer; a paused transport pauses the response source and
 holds back the next pipelined request, and a client that takes nothing for
---send-timeout is dropped).
+--send-timeout is dropped). --request-timeout runs only while the app works: it stops
+while the client is not taking the response. The factory counts connections and,
+at --max-connections, has the listening ports paused (server.py does that).
 """
 
 from __future__ import annotations
