@@ -181,7 +181,7 @@ class Arbiter(Loop):
             worker.kill_at = now + DUMP_GRACE_S
 
     def _begin_stop(self, signum: int) -> None:
-        """Stop accepting, then let every worker drain (reactor thread of no one: main)."""
+        """Stop accepting, then let every worker drain (or abandon, for SIGINT)."""
         self.stopping = True
         # Our copies of the sockets close now; each worker closes its own as it drains,
         # and the kernel refuses new connections once the last copy is gone.
