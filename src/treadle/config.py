@@ -141,7 +141,7 @@ class Listen:
         "half the open-file limit when that is lower (each connection may also hold a file "
         "or a spooled body).",
         parse=parse_count,
-        aliases=("--connection-limit",),
+        aliases=("--connection-limit", "--worker-connections"),
         shown_default="0 (auto)",
         why="waitress's connection_limit and gunicorn's worker_connections stop accepting too",
     )

@@ -37,12 +37,6 @@ REFUSED: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ),
     (
         "gunicorn",
-        ("--worker-connections",),
-        "connections are not tied to threads in treadle; --max-queue N bounds the requests "
-        "waiting for a thread",
-    ),
-    (
-        "gunicorn",
         ("--limit-request-field_size", "--limit-request-field-size"),
         "treadle limits the whole header block, not each field: use --max-header-bytes SIZE",
     ),

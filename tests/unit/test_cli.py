@@ -189,6 +189,11 @@ def test_gunicorn_and_waitress_spellings_with_the_same_meaning_are_aliases() -> 
     assert config.app.factory is True
 
 
+def test_worker_connections_is_max_connections_as_in_gunicorn() -> None:
+    assert parse("--worker-connections", "500", "x:y").listen.max_connections == 500
+    assert parse("--connection-limit", "50", "x:y").listen.max_connections == 50
+
+
 def test_an_alias_and_its_flag_add_up_when_repeatable() -> None:
     assert parse("-b", "tcp:1", "--bind", "tcp:2", "x:y").listen.bind == ("tcp:1", "tcp:2")
 
