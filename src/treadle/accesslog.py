@@ -15,6 +15,8 @@ import re
 import time
 from typing import Any
 
+from treadle.errors import ConfigError
+
 log = logging.getLogger("treadle.access")
 
 COMBINED = '%(h)s - - [%(t)s] "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s'
@@ -55,9 +57,26 @@ def escape(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+def check_format(fmt: str) -> None:
+    """Refuse a format naming an unknown atom or not %-formattable, at start-up rather than
+    with a logging traceback on every request."""
+    names = set(re.findall(r"%\((\w*)\)", fmt))
+    unknown = sorted(names - ATOMS.keys())
+    if unknown:
+        raise ConfigError(
+            f"--access-log-format: unknown atom %({unknown[0]})s; known: "
+            + ", ".join(sorted(ATOMS))
+        )
+    try:
+        fmt % dict.fromkeys(ATOMS, 0)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ConfigError(f"--access-log-format {fmt!r} cannot be used: {error}") from None
+
+
 class AccessLog:
     def __init__(self, fmt: str | None = None) -> None:
         self.fmt = fmt or COMBINED
+        check_format(self.fmt)
         self._second = -1
         self._stamp = ""
 

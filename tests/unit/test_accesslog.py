@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from treadle.accesslog import escape
+from treadle.accesslog import ATOMS, AccessLog, escape
+from treadle.errors import ConfigError
 
 # Latin-1 text: header values and targets reach the access log decoded one char per byte.
 latin1 = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255))
@@ -34,3 +36,16 @@ def test_an_escaped_field_is_printable_ascii_without_a_bare_quote(text: str) -> 
     # A combined-format field can be found again: '"' only ever follows a backslash.
     assert re.fullmatch(r'(?:[^"\\]|\\.)*', escaped)
     assert unescape(escaped) == text
+
+
+@pytest.mark.parametrize(
+    ("fmt", "says"),
+    [("%(u)s", "unknown atom %(u)s"), ("%(h)s %", "cannot be used")],
+)
+def test_a_bad_format_is_refused_at_start_not_on_every_request(fmt: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        AccessLog(fmt)
+
+
+def test_every_atom_is_accepted_in_a_format() -> None:
+    AccessLog(" ".join(f"%({name})s" for name in ATOMS))
