@@ -459,3 +459,28 @@ def test_binds_the_workers_cannot_share_are_refused(supervise, tmp_path) -> None
     assert server.running.proc.wait(30) == 2, server.output
     server.running.kill()
     assert "cannot be shared by workers yet" in server.output
+
+
+def test_a_request_that_ignores_cancellation_gets_its_worker_replaced(supervise) -> None:
+    # time.sleep in C cannot be interrupted: neither the cancel nor the hard cancel ends it.
+    server = supervise(
+        "--workers", "2", "--request-timeout", "1", "--hard-cancel-after", "1",
+        "--graceful-timeout", "2",
+    )  # fmt: skip
+    pids = server.wait_ready(2)
+    threading.Thread(
+        target=lambda: connect_and_send(server.port, b"GET /sleep?60 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        daemon=True,
+    ).start()
+    line = server.running.wait_for_line(lambda line: "ignores cancellation (past" in line)
+    match = re.search(r"worker (\d+): GET /sleep\?60 has run ([\d.]+) s", line)
+    assert match and int(match[1]) in pids and float(match[2]) > 3.0, line
+    hung = int(match[1])
+    # Its stacks (faulthandler, from inside the worker) name the call that ignores the cancel.
+    server.running.wait_for_line(lambda line: "procinfo.py" in line and "in app" in line)
+    replaced = server.wait_ready(2)  # the replacement is ready before the hung worker stops
+    assert hung not in replaced and pids - {hung} < replaced
+    server.running.wait_for_line(f"stopping worker {hung} (recycled)")
+    server.running.wait_for_line(f"worker {hung} stopped")
+    pids_serving(server, replaced)
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0

@@ -36,6 +36,8 @@ BOOT_ERRORS = (EXIT_USAGE, EXIT_APP_LOAD)  # a worker that fails so will fail ag
 STABLE_S = 5.0  # a worker that dies this soon after it got ready counts towards the backoff
 QUICK_STOP_S = 2.0  # a quick stop (second Ctrl-C, SIGQUIT) kills what is left after this
 DUMP_GRACE_S = 1.0  # between asking a stuck worker for its stacks and killing it
+# Past --request-timeout plus --hard-cancel-after, the hard cancel has had this long to work.
+HOPELESS_GRACE_S = 1.0
 
 
 class Arbiter(Loop):
@@ -57,6 +59,12 @@ class Arbiter(Loop):
         self.reload_from: int | None = None  # the generation a SIGHUP replaces, until it is done
         self.quick = False
         self.announced: tuple[int, ...] = ()
+        timeouts = config.timeouts
+        self.hopeless_s: float | None = None  # a request older than this ignores cancellation
+        if timeouts.request_timeout_s is not None and timeouts.hard_cancel_after_s is not None:
+            self.hopeless_s = (
+                timeouts.request_timeout_s + timeouts.hard_cancel_after_s + HOPELESS_GRACE_S
+            )
 
     def _exited(self, worker: WorkerProcess, code: int) -> None:
         now = self.clock()
@@ -117,6 +125,7 @@ class Arbiter(Loop):
         if self.stopping:
             return
         self._check_heartbeats(now)
+        self._check_hopeless_requests()
         fresh = sorted(self._fresh(), key=lambda w: (w.state == READY, w.spawned_at))
         while len(fresh) > self.count:  # SIGTTOU: a starting one first, else the oldest
             self._stop(fresh.pop(0), "one worker fewer")
@@ -179,6 +188,30 @@ class Arbiter(Loop):
             self._signal(worker, signal.SIGUSR2)  # faulthandler in the worker (child.py)
             worker.state = STOPPING
             worker.kill_at = now + DUMP_GRACE_S
+
+    def _check_hopeless_requests(self) -> None:
+        """A request that outlived its cancel and hard cancel holds a thread for good: the
+        worker is replaced. It is not killed: its replacement starts first, then it drains,
+        so its other requests finish (it is killed only past --graceful-timeout)."""
+        if self.hopeless_s is None:
+            return
+        for worker in self.workers.values():
+            if worker.state != READY or worker.retiring:
+                continue
+            hopeless = [entry for entry in worker.inflight if entry[2] > self.hopeless_s]
+            for method, path, elapsed_s in hopeless:
+                log.error(
+                    "worker %d: %s %s has run %.1f s and ignores cancellation (past "
+                    "--request-timeout and --hard-cancel-after): replacing the worker; "
+                    "its threads' stacks follow",
+                    worker.pid,
+                    method,
+                    path,
+                    elapsed_s,
+                )
+            if hopeless:
+                self._signal(worker, signal.SIGUSR2)  # faulthandler: stacks, no exit
+                worker.retiring = True
 
     def _begin_stop(self, signum: int) -> None:
         """Stop accepting, then let every worker drain (or abandon, for SIGINT)."""

@@ -19,6 +19,7 @@ import os
 import select
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,14 +161,27 @@ def on_started(server: Any) -> None:
 
 
 def in_flight(server: Any) -> list[list[Any]]:
-    """The oldest requests in flight as [method, path, seconds]: small enough for one report."""
-    found = []
-    for request in server.stats.inflight()[:MAX_REPORTED_REQUESTS]:
-        path = str(request["path"])
+    """The oldest requests in flight as [method, path, seconds]: small enough for one report.
+
+    Reactor thread. Requests still open on a connection, and requests whose app thread still
+    runs after they were answered or given up (a 504 after --request-timeout, a client gone).
+    """
+    now = time.perf_counter()  # the clock of RequestRecord and Stats
+    found: dict[int, list[Any]] = {}
+    for request in server.stats.inflight():
+        found[request["request_id"]] = [request["method"], request["path"], request["elapsed_s"]]
+    for record in list(server.container.running):  # a copy: app threads change the set
+        if record.started_at:
+            elapsed_s = now - record.started_at
+            found.setdefault(record.request_id, [record.method, record.path, elapsed_s])
+    oldest = sorted(found.values(), key=lambda entry: -entry[2])[:MAX_REPORTED_REQUESTS]
+    reported = []
+    for method, path, elapsed_s in oldest:
+        path = str(path)
         if len(path) > MAX_REPORTED_PATH:
             path = path[:MAX_REPORTED_PATH] + "..."
-        found.append([str(request["method"])[:16], path, round(request["elapsed_s"], 1)])
-    return found
+        reported.append([str(method)[:16], path, round(elapsed_s, 1)])
+    return reported
 
 
 def _count_requests(server: Any, limit: int, reporter: Reporter) -> None:
