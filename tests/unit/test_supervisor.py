@@ -95,3 +95,23 @@ def test_reopen_writes_to_a_new_file_after_rotation(tmp_path: Path) -> None:
     assert "before rotation" in (tmp_path / "treadle.log.1").read_text()
     assert "after rotation" not in (tmp_path / "treadle.log.1").read_text()
     assert path.read_text().strip() == "after rotation"
+
+
+def test_workers_settings_parse_with_gunicorns_spelling() -> None:
+    from treadle.cli import build_parser, config_from
+
+    parser = build_parser()
+    config = config_from(parser.parse_args(["serve", "-w", "3", "--max-requests", "9", "m:a"]))
+    assert config.workers.workers == 3 and config.workers.max_requests == 9
+    assert config.supervised()
+    assert not config_from(parser.parse_args(["serve", "m:a"])).supervised()  # today's default
+
+
+def test_reload_and_workers_are_refused_together() -> None:
+    from treadle.config import Config
+    from treadle.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--reload runs one worker"):
+        Config.from_settings({"reload": True, "workers": 2})
+    with pytest.raises(ConfigError, match="at least 1"):
+        Config.from_settings({"workers": 0})
