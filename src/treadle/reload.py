@@ -24,16 +24,12 @@ from typing import Any
 
 from treadle.config import Config
 from treadle.reload_worker import ReloadArbiter
-from treadle.supervisor import child
 from treadle.supervisor.child import adopt, is_child
 from treadle.supervisor.sockets import Held, hold, release
 
 __all__ = ["ChangeFilter", "adopt", "hold", "is_child", "print_cause", "run_with_reload"]
 
 log = logging.getLogger("treadle")
-
-# The child's job (its sockets, which replace its --bind/TREADLE_BIND): supervisor/child.py.
-ENV = child.ENV
 
 IGNORED_DIRS = frozenset(
     {

@@ -40,7 +40,7 @@ class Job:
 
     parent: int
     binds: tuple[str, ...]
-    channel: int | None = None  # write end of the report pipe; None under the dev reloader
+    channel: int | None = None  # write end of the report pipe (None: report nothing)
     multiprocess: bool = False
     max_requests: int = 0  # 0: never retire
 
@@ -77,7 +77,7 @@ def is_child() -> bool:
 
 
 def is_worker() -> bool:
-    """True inside a worker that reports to a supervisor (not a dev reload child)."""
+    """True inside a child that reports to a supervisor (a worker or the dev reload child)."""
     current = job()
     return current is not None and current.channel is not None
 
