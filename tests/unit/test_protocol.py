@@ -297,6 +297,7 @@ def test_draining_closes_idle_connections_and_answers_busy_ones_with_close() -> 
     fresh_transport = StringTransport()
     busy.factory.buildProtocol(None).makeConnection(fresh_transport)
     busy.send(GET)
+    busy.advance(2)  # the idle connection's last response is older than a tick
     busy.factory.drain()
     assert idle_transport.disconnecting
     assert not busy.closed
@@ -308,6 +309,27 @@ def test_draining_closes_idle_connections_and_answers_busy_ones_with_close() -> 
     assert not fresh_transport.disconnecting
     busy.advance(3)
     assert fresh_transport.disconnecting
+
+
+def test_a_connection_that_just_finished_a_response_may_send_one_more_at_a_drain() -> None:
+    """A busy keep-alive client racing a restart: its next request is answered, with close."""
+    h = Harness()
+    assert h.send(GET).startswith(b"HTTP/1.1 200")
+    h.factory.drain()
+    assert not h.closed
+    assert not h.factory.quiet()  # a graceful stop waits for it
+    out = h.send(GET)
+    assert out.startswith(b"HTTP/1.1 200") and b"Connection: close" in out
+    assert h.closed
+
+
+def test_a_recent_connection_that_sends_nothing_closes_after_the_grace() -> None:
+    h = Harness()
+    h.send(GET)
+    h.factory.drain()
+    assert not h.closed
+    h.advance(3)
+    assert h.closed
 
 
 def test_head_response_has_no_body() -> None:

@@ -184,16 +184,22 @@ class HTTPFactory(Factory):
                 self.accepting(True)
 
     def drain(self) -> None:
-        """Stop keeping connections alive: idle ones close now, busy ones after their response.
+        """Stop keeping connections alive: busy ones close after their response.
 
-        A connection accepted just before the drain that has not sent its first request yet
-        gets a short grace to send it (it will be answered with Connection: close), so a
-        client racing a restart does not see its fresh connection dropped.
+        An idle connection that may be sending a request right now gets a short grace to
+        send it (answered with Connection: close) instead of being closed under it, which
+        a client that does not retry sees as a failed request (RFC 9112 §9.3.1 lets a
+        server close, but a restart should not fail a client that is busy). That is a
+        connection accepted but not yet used, or one that finished a response within the
+        last tick. Connections idle for longer close now.
         """
         self.draining = True
-        grace_deadline = self.deadlines.now + FIRST_REQUEST_GRACE_S
+        now = self.deadlines.now
+        grace_deadline = now + FIRST_REQUEST_GRACE_S
+        recent = now - self.deadlines.tick_s
         for channel in list(self.connections):
-            if channel.state == IDLE and not channel.served:
+            if channel.state == IDLE and (not channel.served or channel.done_at >= recent):
+                channel.in_grace = True
                 channel.deadline = min(channel.deadline or grace_deadline, grace_deadline)
             elif channel.state in (IDLE, CLOSED):
                 channel.close()
@@ -203,7 +209,7 @@ class HTTPFactory(Factory):
         return not any(
             channel.current is not None
             or channel.state in (HEAD, BODY)
-            or (channel.state == IDLE and not channel.served)
+            or (channel.state == IDLE and (not channel.served or channel.in_grace))
             for channel in self.connections
         )
 
@@ -240,6 +246,8 @@ class HTTPChannel(Protocol):
         self.backlog: list[Event | ProtocolError] = []
         self.reading_paused = False
         self.served = 0  # responses completed on this connection
+        self.done_at = 0.0  # the coarse clock's time when the last response ended
+        self.in_grace = False  # idle at a drain, given time to send one more request
         self.producer_paused = False
         self.unsent: int | None = None  # while stalled: the least unsent byte count seen
         self.progress_at = 0.0  # while stalled: when the client last took something
@@ -531,6 +539,7 @@ class HTTPChannel(Protocol):
         self.current = None
         self.paused_at = None  # the app's clock belonged to this exchange
         self.served += 1
+        self.done_at = self.factory.deadlines.now
         if not keep_alive or self.factory.draining:
             self.close()
             return
