@@ -202,6 +202,19 @@ def test_abbreviated_flag_is_refused_with_a_guess(site: Site) -> None:
     assert "Listening at" not in result.stderr + result.stdout
 
 
+def test_workers_flag_is_not_offered_until_the_command_runs_the_supervisor(site: Site) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "server", "--noreload", "--workers", "2"],
+        cwd=site.root,
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "unrecognized argument: --workers" in result.stderr
+
+
 # -- the example site -------------------------------------------------------------------------
 
 

@@ -33,7 +33,9 @@ log = logging.getLogger("treadle")
 
 MIDDLEWARE = "treadle.django.middleware.TreadleMiddleware"
 # The WSGI app is settings.WSGI_APPLICATION: treadle's --factory has no meaning here.
-NOT_FLAGS = {"factory"}
+# The process supervisor is not wired to this command yet: rather than show --workers and
+# ignore it, it is not offered (`treadle serve mysite.wsgi:application --workers N` is).
+NOT_FLAGS = {"factory", "workers", "max_requests", "max_requests_jitter", "heartbeat_timeout_s"}
 
 
 class Command(BaseCommand):
