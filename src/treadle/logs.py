@@ -52,6 +52,7 @@ class AccessLogWriter(logging.Handler):
         super().__init__()
         self.setFormatter(logging.Formatter("%(message)s"))
         self._write_line = write
+        self._reopen_wanted = False
         self.dropped = 0
         self._reported = 0
         self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(max_lines)
@@ -78,6 +79,11 @@ class AccessLogWriter(logging.Handler):
             if record is None:
                 return
             try:
+                if self._reopen_wanted:
+                    self._reopen_wanted = False
+                    reopen = getattr(self._write_line, "reopen", None)
+                    if reopen is not None:
+                        reopen()
                 self._write_line(self.format(record) + "\n")
             except Exception:  # noqa: BLE001 - a full disk must not end the thread
                 self.handleError(record)
@@ -88,6 +94,11 @@ class AccessLogWriter(logging.Handler):
                     dropped - self._reported,
                 )
                 self._reported = dropped
+
+    def reopen(self) -> None:
+        """After logrotate moved the file (SIGUSR1): the writer thread opens it again before
+        its next line, so the file is only ever touched by that thread. Any thread."""
+        self._reopen_wanted = True
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Called at exit: write what is queued, waiting at most ``timeout_s`` for a slow target."""
@@ -111,10 +122,26 @@ def _line_writer(target: str) -> Callable[[str], object]:
             sys.stderr.flush()
 
         return write_stderr
-    # Unbuffered: each line is one write(2), appended whole (O_APPEND), so nothing is held
-    # in a buffer that the interpreter would try to flush at exit.
-    stream = open(target, "ab", buffering=0)  # noqa: SIM115 - lives as long as the process
-    return lambda line: stream.write(line.encode("utf-8", "backslashreplace"))
+    return FileLines(target)
+
+
+class FileLines:
+    """Writes lines to a file path, and opens the path again on ``reopen()`` (logrotate).
+
+    Unbuffered: each line is one write(2), appended whole (O_APPEND), so nothing is held in
+    a buffer that the interpreter would try to flush at exit. Used by the writer thread only.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stream = open(path, "ab", buffering=0)  # noqa: SIM115 - lives with the process
+
+    def __call__(self, line: str) -> None:
+        self.stream.write(line.encode("utf-8", "backslashreplace"))
+
+    def reopen(self) -> None:
+        old, self.stream = self.stream, open(self.path, "ab", buffering=0)  # noqa: SIM115
+        old.close()
 
 
 def configure(config: Config, *, own_handlers: bool = True) -> None:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from treadle.logs import AccessLogWriter
+from treadle.logs import AccessLogWriter, FileLines
 
 DEADLINE_S = 10.0
 
@@ -70,3 +70,23 @@ def test_close_gives_up_on_a_stuck_target_in_bounded_time() -> None:
     writer.close(timeout_s=0.2)
     assert time.monotonic() - started < 2.0
     target.go.set()
+
+
+def test_reopen_after_logrotate_moved_the_file_writes_to_a_new_file(tmp_path) -> None:
+    path = tmp_path / "access.log"
+    lines = FileLines(str(path))
+    writer = AccessLogWriter(lines)
+    try:
+        writer.emit(record("before"))
+        deadline = time.monotonic() + DEADLINE_S
+        while path.read_text() != "before\n":
+            assert time.monotonic() < deadline, "the first line was never written"
+            time.sleep(0.01)
+        path.rename(tmp_path / "access.log.1")  # what logrotate does
+        writer.reopen()
+        writer.emit(record("after"))
+    finally:
+        writer.close()
+        lines.stream.close()
+    assert (tmp_path / "access.log.1").read_text() == "before\n"
+    assert path.read_text() == "after\n"
