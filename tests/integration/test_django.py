@@ -44,6 +44,19 @@ class Site:
     root: Path
     env: dict[str, str]
 
+    def refused(self, *flags: str) -> subprocess.CompletedProcess[str]:
+        """`manage.py server --noreload FLAGS` that must stop at once with status 2."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", "server", "--noreload", *flags],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        return result
+
     def manage(self, *args: str, extra_env: dict[str, str] | None = None) -> Running:
         return Running(
             [sys.executable, "manage.py", *args],
@@ -189,29 +202,13 @@ def test_bad_addrport_stops_the_command(site: Site) -> None:
 
 def test_abbreviated_flag_is_refused_with_a_guess(site: Site) -> None:
     """`--thread 4` must not run as `--threads 4`: a typo never changes what runs."""
-    result = subprocess.run(
-        [sys.executable, "manage.py", "server", "--noreload", "--thread", "4"],
-        cwd=site.root,
-        env=site.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
+    result = site.refused("--thread", "4")
     assert "unrecognized argument: --thread (did you mean --threads?)" in result.stderr
     assert "Listening at" not in result.stderr + result.stdout
 
 
 def test_workers_flag_is_not_offered_until_the_command_runs_the_supervisor(site: Site) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "server", "--noreload", "--workers", "2"],
-        cwd=site.root,
-        env=site.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
+    result = site.refused("--workers", "2")
     assert "unrecognized argument: --workers" in result.stderr
 
 
