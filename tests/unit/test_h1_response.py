@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from treadle.http.events import RequestHead
-from treadle.http.h1 import (
+from treadle.http.h1_response import (
     CONTINUE,
     LAST_CHUNK,
     ResponsePlan,

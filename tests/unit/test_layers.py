@@ -30,6 +30,7 @@ LAYERS: dict[str, set[str]] = {
         "http.conditional",
         "http.events",
         "http.h1",
+        "http.h1_response",
         "http.h2",
         "http.headers",
         "wsgi.environ",

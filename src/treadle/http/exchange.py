@@ -1,7 +1,7 @@
 """One request/response on an HTTP/1.1 connection: the reactor-side sink of the thread bridge.
 
 Reactor layer: every method runs in the reactor thread. It frames the response (via
-http/h1.py), enforces the app's Content-Length, streams files through a producer,
+http/h1_response.py), enforces the app's Content-Length, streams files through a producer,
 and reports the end of the exchange to its connection through the small interface in
 http/connection.py (an HTTP/2 stream can provide it too). It never imports the
 protocol, never writes a connection's fields, never imports wsgi/* and never blocks.
@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from twisted.python.failure import Failure
 
-from treadle.http import h1
+from treadle.http import h1_response
 from treadle.http.connection import Connection
 from treadle.http.events import RequestHead
 from treadle.http.file_producer import FileProducer
@@ -74,7 +74,7 @@ class Exchange:
         self.scheme = connection.scheme
         self.local = connection.local
         self.peer = connection.peer
-        self.plan: h1.ResponsePlan | None = None
+        self.plan: h1_response.ResponsePlan | None = None
         self.remaining: int | None = None
         self.done = False
         self.dispatched = False
@@ -125,12 +125,12 @@ class Exchange:
 
     def _plan(
         self, status: str, headers: Headers, body: bytes | None, body_length: int | None = None
-    ) -> tuple[h1.ResponsePlan, bytes | None]:
+    ) -> tuple[h1_response.ResponsePlan, bytes | None]:
         """Plan the app's response head; an invalid head becomes a 500 (with its body)."""
         connection = self.connection
         closing = connection.draining
         try:
-            plan = h1.plan_response(
+            plan = h1_response.plan_response(
                 self.head,
                 status,
                 headers,
@@ -143,11 +143,11 @@ class Exchange:
             log.error(
                 "request %d: the app's response head is invalid: %s", self.record.request_id, error
             )
-            status, body = h1.INTERNAL_ERROR
-            plan = h1.plan_response(
+            status, body = h1_response.INTERNAL_ERROR
+            plan = h1_response.plan_response(
                 self.head,
                 status,
-                h1.ERROR_HEADERS,
+                h1_response.ERROR_HEADERS,
                 body_length=len(body),
                 date=connection.date,
                 closing=True,
@@ -177,7 +177,7 @@ class Exchange:
             return
         plan, body = self._plan(status, headers, None, body_length)
         if body is not None:
-            self.respond(h1.INTERNAL_ERROR[0], h1.ERROR_HEADERS, body)
+            self.respond(h1_response.INTERNAL_ERROR[0], h1_response.ERROR_HEADERS, body)
             return
         self.plan = plan
         self.record.status = plan.status
@@ -195,7 +195,7 @@ class Exchange:
         if not data:
             return
         self.record.bytes_sent += len(data)
-        self.connection.send(h1.encode_chunk(data) if plan.chunked else data)
+        self.connection.send(h1_response.encode_chunk(data) if plan.chunked else data)
 
     def finish(self) -> None:
         plan = self.plan
@@ -204,7 +204,7 @@ class Exchange:
         keep_alive = plan.keep_alive
         if plan.body_allowed:
             if plan.chunked:
-                self.connection.send(h1.LAST_CHUNK)
+                self.connection.send(h1_response.LAST_CHUNK)
             elif self.remaining:
                 keep_alive = False  # shorter than its Content-Length: the client must see it end
         self.end(keep_alive)
@@ -276,7 +276,7 @@ class Exchange:
         body = (message + "\n").encode("utf-8")
         self.respond(
             f"{status} {HTTPStatus(status).phrase}",
-            h1.ERROR_HEADERS + (headers or []),
+            h1_response.ERROR_HEADERS + (headers or []),
             body,
         )
 

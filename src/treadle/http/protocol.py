@@ -33,7 +33,7 @@ from treadle import twisted_internals
 from treadle.config import Config
 from treadle.deadlines import Deadlines
 from treadle.errors import ProtocolError
-from treadle.http import h1
+from treadle.http import h1, h1_response
 from treadle.http.events import Data, EndOfMessage, Event, RequestHead
 from treadle.http.exchange import Exchange
 
@@ -108,7 +108,7 @@ class HTTPFactory(Factory):
         accepting: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
-        self.date = h1.http_date(deadlines.now)
+        self.date = h1_response.http_date(deadlines.now)
         deadlines.on_tick.append(self._tick)
         self.limits = config.limits
         self.timeouts = config.timeouts
@@ -129,7 +129,7 @@ class HTTPFactory(Factory):
         self.full_logged_at = -FULL_LOG_INTERVAL_S
 
     def _tick(self, now: float) -> None:
-        self.date = h1.http_date(now)
+        self.date = h1_response.http_date(now)
         if self.stalled:
             self.check_stalled(now)
 
@@ -224,7 +224,9 @@ class OverLimit(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.write(
-            h1.error_response(503, "Service Unavailable: too many connections", date=self.date)
+            h1_response.error_response(
+                503, "Service Unavailable: too many connections", date=self.date
+            )
         )
         self.transport.loseConnection()
 
@@ -428,7 +430,7 @@ class HTTPChannel(Protocol):
                 # got 413 from the parser, before this), so the client may send the body.
                 # The reactor answers, as gunicorn and nginx do: waiting for the app's
                 # first read would hold a thread while the body trickles in.
-                self.send(h1.CONTINUE)
+                self.send(h1_response.CONTINUE)
 
     def start_app(self, exchange: Exchange) -> None:
         """Hand the request to the dispatcher; from now on only --request-timeout applies."""
@@ -472,7 +474,7 @@ class HTTPChannel(Protocol):
         """Answer a request that never reached the app, then close. Reactor thread."""
         if self.state == CLOSED:
             return
-        self.send(h1.error_response(status, message, date=self.factory.date))
+        self.send(h1_response.error_response(status, message, date=self.factory.date))
         self.close()
 
     def response_handed_over(self) -> None:

@@ -22,7 +22,7 @@ from treadle import hardcancel
 from treadle.cancel import set_current_request
 from treadle.errors import RequestCancelled
 from treadle.http.events import RequestHead
-from treadle.http.h1 import ERROR_HEADERS, INTERNAL_ERROR
+from treadle.http.h1_response import ERROR_HEADERS, INTERNAL_ERROR
 from treadle.timing import RequestRecord
 from treadle.wsgi.bridge import Headers, ResponseChannel, ResponseSink
 from treadle.wsgi.environ import build_environ
