@@ -32,6 +32,7 @@ from treadle.http.exchange import Exchange
 from treadle.http.protocol import HTTPFactory
 from treadle.pool import ThreadPool
 from treadle.stats import Stats
+from treadle.timing import RequestRecord
 from treadle.wsgi import body as bodies
 from treadle.wsgi.bridge import Outbox
 from treadle.wsgi.container import WSGIApp, WSGIContainer
@@ -104,6 +105,7 @@ class Server:
             deadlines=self.deadlines,
             dispatch=self.dispatcher,
             bodies=bodies,
+            records=RequestRecord,
             on_finished=self._finished,
             max_connections=max_connections(config),
             accepting=self._set_accepting,

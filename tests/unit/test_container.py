@@ -24,6 +24,7 @@ from treadle.dispatch import Dispatcher
 from treadle.hardcancel import HardCanceller, raise_in_thread
 from treadle.http.protocol import HTTPFactory
 from treadle.pool import ThreadPool
+from treadle.timing import RequestRecord
 from treadle.wsgi import body as bodies
 from treadle.wsgi.bridge import Outbox
 from treadle.wsgi.container import WSGIContainer
@@ -58,6 +59,7 @@ class Reactor:
             deadlines=self.deadlines,
             dispatch=Dispatcher(submit=self.submit),
             bodies=bodies,
+            records=RequestRecord,
             on_finished=self.finished.append,
         )
         self.pool.start()

@@ -17,6 +17,7 @@ from treadle.config import Config
 from treadle.deadlines import Deadlines
 from treadle.dispatch import Dispatcher
 from treadle.http.protocol import HTTPFactory
+from treadle.timing import RequestRecord
 from treadle.wsgi import body as bodies
 from treadle.wsgi.container import WSGIContainer
 
@@ -40,6 +41,7 @@ class Connection:
             deadlines=self.deadlines,
             dispatch=Dispatcher(submit=self.submit),
             bodies=bodies,
+            records=RequestRecord,
         )
         self.transport = StringTransport()
         self.protocol = factory.buildProtocol(None)

@@ -56,6 +56,7 @@ class Harness:
             deadlines=self.deadlines,
             dispatch=Dispatcher(submit=self.submit),
             bodies=bodies,
+            records=RequestRecord,
         )
         self.transport = StringTransport()
         self.protocol = self.factory.buildProtocol(None)

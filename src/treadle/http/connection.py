@@ -8,7 +8,7 @@ Must not import Twisted or any transport.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from treadle.http.exchange import Exchange
@@ -32,6 +32,10 @@ class Connection(Protocol):
     @property
     def sending_paused(self) -> bool:
         """True while the client is not taking what is sent (flow control)."""
+
+    def new_record(self, method: str, target: str, started: float) -> Any:
+        """The request's RequestRecord (timings, cancel token); made by the thread bridge's
+        type, handed in by the composition root, so the reactor side never imports it."""
 
     def send(self, data: bytes) -> None:
         """Bytes of the response, in order."""

@@ -21,7 +21,6 @@ from treadle.http import h1_response
 from treadle.http.connection import Connection
 from treadle.http.events import RequestHead
 from treadle.http.file_producer import FileProducer
-from treadle.timing import RequestRecord
 
 log = logging.getLogger("treadle")
 
@@ -67,7 +66,7 @@ class Exchange:
         self.head = head
         self.body = body
         self.content_length = content_length
-        self.record = RequestRecord(
+        self.record = connection.new_record(
             head.method.decode("latin-1"), head.target.decode("latin-1"), time.perf_counter()
         )
         self.path_info = ""

@@ -102,6 +102,7 @@ class HTTPFactory(Factory):
         deadlines: Deadlines,
         dispatch: Callable[[Exchange], None],
         bodies: Any,
+        records: Callable[[str, str, float], Any],
         on_finished: Callable[[Exchange], None] | None = None,
         scheme: str = "http",
         max_connections: int = 0,
@@ -115,6 +116,7 @@ class HTTPFactory(Factory):
         self.deadlines = deadlines
         self.dispatch = dispatch
         self.bodies = bodies
+        self.records = records  # timing.RequestRecord, injected: the reactor never imports it
         self.on_finished = on_finished
         self.scheme = scheme
         self.connections: set[HTTPChannel] = set()
@@ -504,6 +506,9 @@ class HTTPChannel(Protocol):
             self.state = CLOSED
             self.deadline = None
             self.transport.abortConnection()
+
+    def new_record(self, method: str, target: str, started: float) -> Any:
+        return self.factory.records(method, target, started)
 
     def exchange_finished(self, exchange: Exchange) -> None:
         hook = self.factory.on_finished
