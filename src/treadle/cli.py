@@ -284,4 +284,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     from treadle import server
 
     logs.configure(config)
-    sys.exit(server.run(app, config, on_started=child.on_started))
+    on_started = child.on_started if child.is_child() else notify_systemd
+    sys.exit(server.run(app, config, on_started=on_started))
+
+
+def notify_systemd(server: Any) -> None:
+    """Reactor thread, one process serving: tell systemd we are ready, and when we stop."""
+    from treadle import sdnotify
+
+    if sdnotify.ready("1 process ready (no workers)"):
+        server.reactor.addSystemEventTrigger(
+            "before", "shutdown", lambda: sdnotify.stopping("stopping")
+        )

@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import Sequence
 
+from treadle import sdnotify
 from treadle.config import Config
 from treadle.supervisor import logfiles
 from treadle.supervisor.child import EXIT_APP_LOAD
@@ -164,6 +165,7 @@ class Arbiter(Loop):
             os.getpid(),
             ", ".join(map(str, pids)),
         )
+        sdnotify.ready(f"{len(pids)} workers ready")
 
     def _check_heartbeats(self, now: float) -> None:
         if not self.heartbeat_s:
@@ -216,6 +218,7 @@ class Arbiter(Loop):
     def _begin_stop(self, signum: int) -> None:
         """Stop accepting, then let every worker drain (or abandon, for SIGINT)."""
         self.stopping = True
+        sdnotify.stopping(f"stopping {len(self.workers)} workers")
         # Our copies of the sockets close now; each worker closes its own as it drains,
         # and the kernel refuses new connections once the last copy is gone.
         for kept in self.held:
@@ -247,6 +250,7 @@ class Arbiter(Loop):
         log.info("stopping now: abandoning requests in flight")
         self.quick = True
         self.stopping = True
+        sdnotify.stopping(f"stopping {len(self.workers)} workers now")
         for kept in self.held:
             kept.sock.close()
         deadline = self.clock() + QUICK_STOP_S
@@ -262,6 +266,7 @@ class Arbiter(Loop):
         log.info(
             "SIGHUP: starting %d new workers; the old ones drain once they are ready", self.count
         )
+        sdnotify.reloading(f"reloading: starting {self.count} new workers")
         self.reload_from = self.generation if self.reload_from is None else self.reload_from
         self.generation += 1
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from treadle.config import Config
+from treadle.sdnotify import ENV as NOTIFY_SOCKET
 from treadle.supervisor.child import ENV, Job
 from treadle.supervisor.process import READY, STARTING, STOPPING, WorkerProcess
 from treadle.supervisor.signals import ACTIONS
@@ -44,6 +45,10 @@ def describe_status(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit status {code}"
+
+
+def _without(env: Any, name: str) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key != name}
 
 
 def become_subreaper() -> None:
@@ -252,7 +257,8 @@ class Loop:
             # Own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
             proc = subprocess.Popen(
                 self.argv,
-                env={**os.environ, ENV: job.to_env()},
+                # Only the supervisor talks to systemd (sd_notify): NotifyAccess=main.
+                env={**_without(os.environ, NOTIFY_SOCKET), ENV: job.to_env()},
                 pass_fds=[*(kept.sock.fileno() for kept in self.held), write_end],
                 process_group=0,
                 **self._popen_options(),
