@@ -1,0 +1,183 @@
+"""``twistd treadle`` and ``twist treadle``: the real programs, in subprocesses, on 127.0.0.1:0.
+
+The daemonized test proves the pool's threads start after twistd forks: threads started
+before the fork would not exist in the daemon, and its request would never be answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+
+from tests.conftest import LISTENING, ROOT, Running
+from tests.integration.wire import exchange, status_of, wait_for_text
+
+BIN = Path(sys.executable).parent
+BIND = "tcp:0:interface=127.0.0.1"
+
+
+def get(port: int, path: str = "/") -> tuple[int, bytes]:
+    raw = exchange(port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    _, _, body = raw.partition(b"\r\n\r\n")
+    return status_of(raw), body
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+
+
+def test_the_plugin_is_found_by_twisted() -> None:
+    names = {maker.tapname for maker in getPlugins(IServiceMaker)}
+    assert "treadle" in names
+    listed = subprocess.run(
+        [str(BIN / "twistd"), "--help"], capture_output=True, text=True, timeout=60, env=env()
+    )
+    assert re.search(r"^\s+treadle\s+Serve a WSGI app", listed.stdout, re.M), listed.stdout
+
+
+def test_twistd_nodaemon_serves_and_stops_on_sigterm() -> None:
+    server = Running(
+        [
+            str(BIN / "twistd"),
+            "-n",
+            "--pidfile=",
+            "treadle",
+            "--app",
+            "tests.apps.hello:app",
+            "--bind",
+            BIND,
+            "--threads",
+            "2",
+        ]
+    )
+    try:
+        server.wait_ready()
+        assert "2 threads" in server.wait_for_line("Listening at:")
+        assert get(server.port) == (200, b"Hello, world!\n")
+        # twistd stops gracefully, then ends by its signal again, as Twisted documents.
+        assert server.stop() == -signal.SIGTERM
+        assert "Server Shut Down." in server.output
+        assert "Traceback" not in server.output
+    finally:
+        server.kill()
+
+
+def test_twist_serves() -> None:
+    server = Running(
+        [str(BIN / "twist"), "treadle", "--app", "tests.apps.hello:app", "--bind", BIND]
+    )
+    try:
+        server.wait_ready()
+        assert get(server.port) == (200, b"Hello, world!\n")
+        assert server.stop() in (0, -signal.SIGTERM)
+        assert "Main loop terminated." in server.output
+    finally:
+        server.kill()
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Has process ``pid`` (not our child: twistd's daemon) exited within ``timeout``?"""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+def test_daemonized_twistd_writes_its_pidfile_serves_and_stops(tmp_path) -> None:
+    pidfile = tmp_path / "twistd.pid"
+    logfile = tmp_path / "twistd.log"
+    started = subprocess.run(
+        [
+            str(BIN / "twistd"),
+            f"--pidfile={pidfile}",
+            f"--logfile={logfile}",
+            "treadle",
+            "--app",
+            "tests.apps.procinfo:app",
+            "--bind",
+            BIND,
+            "--threads",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(),
+        cwd=str(ROOT),
+    )
+    assert started.returncode == 0, started.stderr
+    pid = int(wait_for_text(pidfile, timeout=30) or 0)
+    try:
+        assert pid > 0, "no pid file"
+        deadline = time.monotonic() + 30
+        match = None
+        while match is None and time.monotonic() < deadline:
+            match = LISTENING.search(logfile.read_text() if logfile.exists() else "")
+            if match is None:
+                time.sleep(0.05)  # polling a file the daemon writes
+        assert match, logfile.read_text() if logfile.exists() else "no log file"
+        port = int(match.group(1).rsplit(":", 1)[1])
+        status, body = get(port)
+        assert status == 200
+        assert json.loads(body)["pid"] == pid  # the daemon itself answered, from its pool
+        os.kill(pid, signal.SIGTERM)
+        assert wait_gone(pid, timeout=30), "the daemon did not stop on SIGTERM"
+        assert not pidfile.exists()
+        log = logfile.read_text()
+        assert "Server Shut Down." in log and "Traceback" not in log
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if pid > 0:
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_bad_options_fail_with_a_usage_line() -> None:
+    result = subprocess.run(
+        [
+            str(BIN / "twistd"),
+            "-n",
+            "treadle",
+            "--app",
+            "tests.apps.hello:app",
+            "--threads",
+            "many",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(),
+        cwd=str(ROOT),
+    )
+    assert result.returncode != 0
+    assert "--threads: not a whole number: 'many'" in result.stderr + result.stdout
+    missing = subprocess.run(
+        [str(BIN / "twistd"), "-n", "treadle", "--bind", BIND],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(),
+        cwd=str(ROOT),
+    )
+    assert missing.returncode != 0
+    assert "--app module:app is required" in missing.stderr + missing.stdout
