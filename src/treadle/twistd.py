@@ -24,19 +24,27 @@ from treadle.service import TreadleService
 from treadle.settings_doc import is_switch, shown_default
 
 # Settings that belong to ``treadle serve``'s own process model or to twistd's options:
-# twistd runs one process and owns the log file, so these have no meaning here.
+# twistd runs one process and has its own --logfile, --pidfile, --uid, --gid and --umask.
+# gc_threshold is applied by ``treadle serve`` alone, and idle_spin_us needs treadle's own
+# reactor, while twistd installs the one its --reactor names.
+NOT_UNDER_TWISTD_GROUPS = frozenset({"reload", "workers", "process"})
 NOT_UNDER_TWISTD = frozenset(
     {
-        "reload",
-        "reload_include",
-        "workers",
-        "max_requests",
-        "max_requests_jitter",
-        "heartbeat_timeout_s",
         "multiprocess",
         "log_file",
+        "pid_file",
+        "user",
+        "group",
+        "umask",
+        "gc_threshold",
+        "idle_spin_us",
     }
 )
+
+
+def offered(group: str, name: str) -> bool:
+    """Is this setting an option of ``twistd treadle``?"""
+    return group not in NOT_UNDER_TWISTD_GROUPS and name not in NOT_UNDER_TWISTD
 
 
 def _setting_handler(name: str, spec: Any) -> Any:
@@ -72,8 +80,8 @@ def _switch_handlers(name: str, spec: Any) -> dict[str, Any]:
 
 def _options_methods() -> dict[str, Any]:
     methods: dict[str, Any] = {}
-    for _, spec in iter_settings():
-        if spec.name in NOT_UNDER_TWISTD:
+    for group, spec in iter_settings():
+        if not offered(group, spec.name):
             continue
         if is_switch(spec):
             methods.update(_switch_handlers(spec.name, spec))

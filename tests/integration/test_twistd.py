@@ -21,7 +21,7 @@ from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
 from tests.conftest import LISTENING, ROOT, Running
-from tests.integration.wire import exchange, status_of, wait_for_text
+from tests.integration.wire import connect, exchange, read_until_close, status_of, wait_for_text
 
 BIN = Path(sys.executable).parent
 BIND = "tcp:0:interface=127.0.0.1"
@@ -181,3 +181,36 @@ def test_bad_options_fail_with_a_usage_line() -> None:
     )
     assert missing.returncode != 0
     assert "--app module:app is required" in missing.stderr + missing.stdout
+
+
+def test_sigterm_lets_the_request_in_flight_finish() -> None:
+    server = Running(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "treadle", "--app", "tests.apps.slow:app"]
+        + ["--bind", BIND, "--graceful-timeout", "20"]
+    )
+    try:
+        server.wait_ready()
+        client = connect(server.port, timeout=20)
+        client.sendall(b"GET /inflight?s=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        server.wait_for_line("slow app start /inflight")
+        server.proc.send_signal(signal.SIGTERM)
+        raw = read_until_close(client, timeout=20)
+        client.close()
+        assert status_of(raw) == 200 and raw.endswith(b"done after 1.00\n")
+        assert server.stop() == -signal.SIGTERM
+    finally:
+        server.kill()
+
+
+def test_options_twistd_owns_are_not_offered() -> None:
+    for flag, value in (("--workers", "2"), ("--log-file", "x.log"), ("--pid-file", "x.pid")):
+        result = subprocess.run(
+            [str(BIN / "twistd"), "-n", "treadle", "--app", "tests.apps.hello:app", flag, value],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env(),
+            cwd=str(ROOT),
+        )
+        assert result.returncode != 0
+        assert f"option {flag} not recognized" in result.stderr + result.stdout
