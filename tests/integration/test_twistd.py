@@ -214,3 +214,20 @@ def test_options_twistd_owns_are_not_offered() -> None:
         )
         assert result.returncode != 0
         assert f"option {flag} not recognized" in result.stderr + result.stdout
+
+
+def test_an_app_that_cannot_be_imported_stops_twistd_with_one_line(tmp_path) -> None:
+    # Daemonizing: the import comes before the fork, so the error reaches the terminal.
+    for launcher in (["twistd", f"--pidfile={tmp_path / 'x.pid'}"], ["twist"]):
+        result = subprocess.run(
+            [str(BIN / launcher[0]), *launcher[1:], "treadle", "--app", "tests.apps.nope:app"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env(),
+            cwd=str(ROOT),
+        )
+        assert result.returncode == 1
+        lines = (result.stderr + result.stdout).strip().splitlines()
+        assert lines == ["treadle: error: module 'tests.apps.nope' not found"], lines
+        assert not (tmp_path / "x.pid").exists()
