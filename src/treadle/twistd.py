@@ -18,7 +18,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 
 from treadle import logs
-from treadle.config import Config, flag_of, iter_settings, parse_value
+from treadle.config import Config, flag_of, iter_settings, parse_value, settings_from_env
 from treadle.errors import AppLoadError, ConfigError
 from treadle.service import TreadleService
 from treadle.settings_doc import is_switch, shown_default
@@ -110,7 +110,12 @@ class Options(usage.Options):
         if not self["app"]:
             raise usage.UsageError("--app module:app is required")
         try:
-            self.config = Config.from_settings(self.settings)
+            # As for treadle serve: options over TREADLE_* variables over the defaults.
+            offered_names = {
+                spec.name for group, spec in iter_settings() if offered(group, spec.name)
+            }
+            from_env = {k: v for k, v in settings_from_env().items() if k in offered_names}
+            self.config = Config.from_settings({**from_env, **self.settings})
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
 

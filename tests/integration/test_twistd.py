@@ -78,12 +78,14 @@ def test_twistd_nodaemon_serves_and_stops_on_sigterm() -> None:
         server.kill()
 
 
-def test_twist_serves() -> None:
+def test_twist_serves_with_settings_from_the_environment() -> None:
     server = Running(
-        [str(BIN / "twist"), "treadle", "--app", "tests.apps.hello:app", "--bind", BIND]
+        [str(BIN / "twist"), "treadle", "--app", "tests.apps.hello:app", "--bind", BIND],
+        env={"TREADLE_THREADS": "3"},
     )
     try:
         server.wait_ready()
+        assert "3 threads" in server.wait_for_line("Listening at:")
         assert get(server.port) == (200, b"Hello, world!\n")
         assert server.stop() in (0, -signal.SIGTERM)
         assert "Main loop terminated." in server.output
