@@ -77,6 +77,7 @@ LAYERS: dict[str, set[str]] = {
         "reload_worker",
         "server",
         "service",
+        "twistd",
     },
 }
 # Packages whose every module is composition (Django's side, the process tree).
