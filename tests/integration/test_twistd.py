@@ -233,3 +233,22 @@ def test_an_app_that_cannot_be_imported_stops_twistd_with_one_line(tmp_path) -> 
         lines = (result.stderr + result.stdout).strip().splitlines()
         assert lines == ["treadle: error: module 'tests.apps.nope' not found"], lines
         assert not (tmp_path / "x.pid").exists()
+
+
+def test_access_log_to_a_file_and_to_twistds_log(tmp_path) -> None:
+    access = tmp_path / "access.log"
+    for target in (str(access), "-"):
+        server = Running(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "treadle", "--app", "tests.apps.hello:app"]
+            + ["--bind", BIND, "--access-log", target]
+        )
+        try:
+            server.wait_ready()
+            assert get(server.port, "/logged") == (200, b"Hello, world!\n")
+            if target == "-":
+                server.wait_for_line(lambda line: '"GET /logged HTTP/1.1" 200' in line)
+            else:
+                assert '"GET /logged HTTP/1.1" 200' in wait_for_text(access)
+            server.stop()
+        finally:
+            server.kill()
