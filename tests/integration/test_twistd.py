@@ -11,6 +11,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,10 @@ from twisted.plugin import getPlugins
 from tests.conftest import LISTENING, ROOT, Running
 from tests.integration.wire import connect, exchange, read_until_close, status_of, wait_for_text
 
+# twistd and twist are Twisted's console scripts: beside this Python (a venv), else on PATH.
 BIN = Path(sys.executable).parent
+if not (BIN / "twistd").exists() and shutil.which("twistd"):
+    BIN = Path(shutil.which("twistd") or "").parent
 BIND = "tcp:0:interface=127.0.0.1"
 
 
