@@ -253,10 +253,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     namespace = parser.parse_args(argv)
     from treadle import logs, reactor, reload
-    from treadle.supervisor import child
+    from treadle.supervisor import child, standalone
 
     reactor.install()  # before the app is imported: it may import the global reactor
 
+    held: list[Any] = []
     try:
         config = config_from(namespace)
         if child.is_child():
@@ -273,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             from treadle.supervisor import arbiter
 
             sys.exit(arbiter.run_workers(child_argv, config))
+        else:
+            config, held = standalone.prepare(config)  # pid file, --user: before the app
         app = load_app(namespace.target, factory=config.app.factory)
     except (ConfigError, AppLoadError) as error:
         if child.is_child():
@@ -284,14 +287,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     from treadle import server
 
     logs.configure(config)
-    on_started = child.on_started if child.is_child() else notify_systemd
-    sys.exit(server.run(app, config, on_started=on_started))
+    if child.is_child():
+        sys.exit(server.run(app, config, on_started=child.on_started))
+    try:
+        status = server.run(app, config, on_started=lambda running: serving(config, running))
+    finally:
+        standalone.finish(config, held)
+    sys.exit(status)
 
 
-def notify_systemd(server: Any) -> None:
-    """Reactor thread, one process serving: tell systemd we are ready, and when we stop."""
+def serving(config: Config, server: Any) -> None:
+    """Reactor thread, one process listening: its pid file, and tell systemd."""
     from treadle import sdnotify
+    from treadle.supervisor import standalone
 
+    standalone.started(config)
     if sdnotify.ready("1 process ready (no workers)"):
         server.reactor.addSystemEventTrigger(
             "before", "shutdown", lambda: sdnotify.stopping("stopping")

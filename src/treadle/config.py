@@ -75,6 +75,19 @@ def parse_optional_str(text: str) -> str | None:
     return text or None
 
 
+def parse_umask(text: str) -> int | None:
+    """Octal, as umask(1) and gunicorn take it (022, 0o027); empty for none."""
+    if text in ("", "-"):
+        return None
+    try:
+        value = int(text.removeprefix("0o"), 8)
+    except ValueError:
+        raise ConfigError(f"not an octal umask: {text!r}") from None
+    if not 0 <= value <= 0o777:
+        raise ConfigError(f"umask out of range: {text!r}")
+    return value
+
+
 def parse_log_file(text: str) -> str | None:
     """A path, or None for stderr: "-" means stderr, as for gunicorn's --error-logfile."""
     return None if text in ("", "-") else text
@@ -391,6 +404,44 @@ class Workers:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Process:
+    pid_file: str | None = setting(
+        None,
+        "Write the server's pid (the supervisor's, with --workers) to PATH once it listens, "
+        "and remove it at exit. treadle refuses to start while PATH names a running process.",
+        parse=parse_optional_str,
+        metavar="PATH",
+        aliases=("-p", "--pid"),
+    )
+    user: str | None = setting(
+        None,
+        "Once listening (so ports below 1024 can be bound as root), switch to this user "
+        "(name or uid) before the app is imported or any worker starts.",
+        parse=parse_optional_str,
+        metavar="USER",
+        aliases=("-u",),
+        shown_default="the user that started treadle",
+    )
+    group: str | None = setting(
+        None,
+        "With --user, switch to this group (name or gid) instead of the user's own.",
+        parse=parse_optional_str,
+        metavar="GROUP",
+        aliases=("-g",),
+        shown_default="the --user's group",
+    )
+    umask: int | None = setting(
+        None,
+        "Set this umask (octal) at start: files treadle creates, and unix sockets bound "
+        "without mode=, get their mode from it (0666 minus the umask).",
+        parse=parse_umask,
+        metavar="OCTAL",
+        aliases=("-m",),
+        shown_default="inherited",
+    )
+
+
 GROUPS: tuple[tuple[str, type], ...] = (
     ("listen", Listen),
     ("app", App),
@@ -400,6 +451,7 @@ GROUPS: tuple[tuple[str, type], ...] = (
     ("logging", Logging),
     ("reload", Reload),
     ("workers", Workers),
+    ("process", Process),
 )
 
 
@@ -415,6 +467,7 @@ class Config:
     logging: Logging = field(default_factory=Logging)
     reload: Reload = field(default_factory=Reload)
     workers: Workers = field(default_factory=Workers)
+    process: Process = field(default_factory=Process)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> Config:

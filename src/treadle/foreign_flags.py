@@ -63,13 +63,6 @@ REFUSED: tuple[tuple[str, tuple[str, ...], str], ...] = (
         f"{NOT_YET}: use --bind ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem",
     ),
     ("gunicorn", ("--forwarded-allow-ips", "--proxy-allow-from", "--proxy-protocol"), NOT_YET),
-    ("gunicorn", ("-p", "--pid"), NOT_YET),
-    ("gunicorn", ("-u", "--user", "-g", "--group"), NOT_YET),
-    (
-        "gunicorn",
-        ("-m", "--umask"),
-        f"{NOT_YET}: a unix socket's mode is set in the bind: --bind unix:PATH:mode=660",
-    ),
     ("gunicorn", ("--chdir",), "change directory before starting treadle"),
     ("gunicorn", ("-e", "--env"), "set environment variables before starting treadle"),
     (

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 from treadle import sdnotify
 from treadle.config import Config
-from treadle.supervisor import logfiles
+from treadle.errors import ConfigError
+from treadle.supervisor import logfiles, pidfile, privileges
 from treadle.supervisor.child import EXIT_APP_LOAD
 from treadle.supervisor.loop import (
     BACKOFF_FIRST_S,
@@ -292,11 +293,24 @@ class Arbiter(Loop):
 
 
 def run_workers(argv: Sequence[str], config: Config) -> int:
-    """Hold every --bind, then supervise workers running ``argv``. Returns the exit status."""
+    """Hold every --bind, then supervise workers running ``argv``. Returns the exit status.
+
+    The pid file is claimed before binding and written once bound; --user/--group are
+    dropped after binding, before the first worker is spawned.
+    """
+    process = config.process
     held: list[Held] = []
     try:
+        privileges.set_umask(process.umask)
+        if process.pid_file:
+            pidfile.check(process.pid_file)
+        privileges.resolve(process.user, process.group)  # a typo fails before binding
+    except ConfigError as error:
+        log.error("could not start: %s", error)
+        return EXIT_USAGE
+    try:
         for bind in config.listen.bind:
-            kept = hold(bind, config.listen.backlog)
+            kept = hold(bind, config.listen.backlog, privileges.socket_mode(process.umask))
             if kept is None:
                 log.error(
                     "--workers: %s cannot be shared by workers yet; use tcp:, tcp6: or unix: "
@@ -311,6 +325,18 @@ def run_workers(argv: Sequence[str], config: Config) -> int:
         release(held)
         return EXIT_CANNOT_LISTEN
     try:
+        if process.pid_file:
+            pidfile.write(process.pid_file)
+        privileges.drop(process.user, process.group)
+    except (ConfigError, OSError) as error:
+        log.error("could not start: %s", error)
+        release(held)
+        if process.pid_file:
+            pidfile.remove(process.pid_file)
+        return EXIT_USAGE
+    try:
         return Arbiter(argv, config, held).run()
     finally:
         release(held)
+        if process.pid_file:
+            pidfile.remove(process.pid_file)

@@ -32,8 +32,11 @@ class Held:
         return listen.adopted_bind(self.sock.fileno(), self.sock.family, self.backlog)
 
 
-def hold(bind: str, default_backlog: int = 2048) -> Held | None:
-    """Bind and listen for a tcp/tcp6/unix bind; None for kinds only the child can open."""
+def hold(bind: str, default_backlog: int = 2048, default_mode: int = 0o666) -> Held | None:
+    """Bind and listen for a tcp/tcp6/unix bind; None for kinds only the child can open.
+
+    A unix socket gets the bind's mode=, else ``default_mode`` (Twisted's 0666, or less
+    under --umask)."""
     kind, args, kwargs = listen.split_description(listen.normalize(bind))
     chosen = int(kwargs["backlog"]) if "backlog" in kwargs else None
     backlog = default_backlog if chosen is None else chosen
@@ -58,7 +61,7 @@ def hold(bind: str, default_backlog: int = 2048) -> Held | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(path)
-            os.chmod(path, int(kwargs.get("mode", "666"), 8))  # Twisted's default mode
+            os.chmod(path, int(kwargs["mode"], 8) if "mode" in kwargs else default_mode)
             sock.listen(backlog)
         except OSError:
             sock.close()
