@@ -104,8 +104,9 @@ def wait_gone(pid: int, timeout: float) -> bool:
     except ProcessLookupError:
         return True
     try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-        return bool(readable)
+        poller = select.poll()  # not select(): in a long test run fds pass FD_SETSIZE
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
     finally:
         os.close(fd)
 
