@@ -313,8 +313,8 @@ def run_workers(argv: Sequence[str], config: Config) -> int:
             kept = hold(bind, config.listen.backlog, privileges.socket_mode(process.umask))
             if kept is None:
                 log.error(
-                    "--workers: %s cannot be shared by workers yet; use tcp:, tcp6: or unix: "
-                    "binds (a proxy in front can terminate TLS)",
+                    "--workers: %s cannot be shared by workers yet; use tcp:, tcp6:, unix: or "
+                    "systemd: binds (a proxy in front can terminate TLS)",
                     bind,
                 )
                 release(held)

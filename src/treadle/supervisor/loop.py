@@ -47,8 +47,11 @@ def describe_status(code: int) -> str:
     return f"exit status {code}"
 
 
-def _without(env: Any, name: str) -> dict[str, str]:
-    return {key: value for key, value in env.items() if key != name}
+SYSTEMD_ONLY = frozenset({NOTIFY_SOCKET, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"})
+
+
+def _without(env: Any, names: frozenset[str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key not in names}
 
 
 def become_subreaper() -> None:
@@ -257,8 +260,9 @@ class Loop:
             # Own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
             proc = subprocess.Popen(
                 self.argv,
-                # Only the supervisor talks to systemd (sd_notify): NotifyAccess=main.
-                env={**_without(os.environ, NOTIFY_SOCKET), ENV: job.to_env()},
+                # Only the supervisor talks to systemd (sd_notify: NotifyAccess=main); the
+                # sockets systemd passed reach the workers as fd: binds.
+                env={**_without(os.environ, SYSTEMD_ONLY), ENV: job.to_env()},
                 pass_fds=[*(kept.sock.fileno() for kept in self.held), write_end],
                 process_group=0,
                 **self._popen_options(),

@@ -33,7 +33,8 @@ class Held:
 
 
 def hold(bind: str, default_backlog: int = 2048, default_mode: int = 0o666) -> Held | None:
-    """Bind and listen for a tcp/tcp6/unix bind; None for kinds only the child can open.
+    """Bind and listen for a tcp/tcp6/unix bind, or take a systemd: socket; None for kinds
+    only the child can open.
 
     A unix socket gets the bind's mode=, else ``default_mode`` (Twisted's 0666, or less
     under --umask)."""
@@ -67,7 +68,32 @@ def hold(bind: str, default_backlog: int = 2048, default_mode: int = 0o666) -> H
             sock.close()
             raise
         return Held(sock, f"unix:{path}", unix_path=path, backlog=chosen)
+    if kind == "systemd":
+        return _activated(int(kwargs.get("index", "0")), chosen)
     return None
+
+
+def _activated(index: int, backlog: int | None) -> Held:
+    """A socket systemd passed us (sd_listen_fds(3): LISTEN_PID, LISTEN_FDS, from fd 3)."""
+    # Twisted's systemd endpoint parser consumes LISTEN_PID/LISTEN_FDS when the bind is
+    # checked at start-up, so when they are gone the descriptor itself is checked.
+    if os.environ.get("LISTEN_PID", str(os.getpid())) != str(os.getpid()):
+        raise OSError("systemd: bind, but systemd passed its sockets to another process")
+    count = int(os.environ.get("LISTEN_FDS", index + 1))
+    if not 0 <= index < count:
+        raise OSError(f"systemd: index={index}, but systemd passed {count} sockets")
+    try:
+        sock = socket.socket(fileno=3 + index)  # family and type read from the descriptor
+    except OSError:
+        raise OSError(f"systemd: index={index}: no socket was passed on fd {3 + index}") from None
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise OSError(f"systemd: index={index}: fd {3 + index} is not a listening socket")
+    if sock.family == socket.AF_UNIX:
+        return Held(sock, f"unix:{sock.getsockname()}", backlog=backlog)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
+    return Held(sock, f"http://{shown}:{port}", backlog=backlog)
 
 
 def _remove_stale_socket(path: str) -> None:

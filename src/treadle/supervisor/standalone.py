@@ -3,12 +3,14 @@
 Composition layer, called by cli.py in the main thread before the app is imported.
 With --user, --group or --umask the process binds its tcp/unix listeners itself first
 (as the supervisor does), listens on them by descriptor, then drops privileges, so the
-app is never imported as root. Other binds (ssl:, systemd:) are opened by the reactor
-afterwards, as the new user. It never runs a reactor and never imports the app.
+app is never imported as root; systemd: binds (socket activation) are taken the same
+way. Other binds (ssl:) are opened by the reactor afterwards, as the new user. It never
+runs a reactor and never imports the app.
 """
 
 from __future__ import annotations
 
+from treadle import listen
 from treadle.config import Config
 from treadle.errors import ConfigError
 from treadle.supervisor import pidfile, privileges
@@ -21,7 +23,12 @@ def prepare(config: Config) -> tuple[Config, list[Held]]:
     privileges.set_umask(process.umask)
     if process.pid_file:
         pidfile.check(process.pid_file)
-    if process.user is None and process.group is None and process.umask is None:
+    activated = any(
+        listen.split_description(listen.normalize(bind))[0] == "systemd"
+        for bind in config.listen.bind
+    )
+    plain = process.user is None and process.group is None and process.umask is None
+    if plain and not activated:
         return config, []
     privileges.resolve(process.user, process.group)  # a typo fails before binding
     held: list[Held] = []
@@ -41,6 +48,10 @@ def prepare(config: Config) -> tuple[Config, list[Held]]:
     except ConfigError:
         release(held)
         raise
+    for kept in held:
+        # listen.py's fd: endpoint takes the descriptor over and closes it once adopted;
+        # we keep only the unix path, to remove at exit.
+        kept.sock.detach()
     return config.replace(bind=tuple(binds)), held
 
 
