@@ -77,6 +77,7 @@ LAYERS: dict[str, set[str]] = {
         "reload_worker",
         "server",
         "service",
+        "sdnotify",
         "twistd",
     },
 }
