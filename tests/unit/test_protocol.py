@@ -418,11 +418,12 @@ def test_a_connection_lost_while_queued_is_freed_once_the_pool_drops_the_job() -
         assert live() == before
 
 
-def test_a_connection_lost_mid_download_is_freed_without_the_cyclic_gc() -> None:
-    def streamer(environ, start_response):
-        start_response("200 OK", [])
-        return (b"x" * 65536 for _ in range(100))
+def streamer(environ, start_response):
+    start_response("200 OK", [])
+    return (b"x" * 65536 for _ in range(100))
 
+
+def test_a_connection_lost_mid_download_is_freed_without_the_cyclic_gc() -> None:
     with no_cyclic_gc():
         before = live()
         h = Harness(streamer, run_inline=False)
@@ -463,10 +464,6 @@ def test_a_connection_lost_mid_file_download_closes_the_file_and_is_freed(tmp_pa
 
 
 def test_a_streamed_response_to_a_slow_client_is_freed_without_the_cyclic_gc() -> None:
-    def streamer(environ, start_response):
-        start_response("200 OK", [])
-        return (b"x" * 65536 for _ in range(100))
-
     with no_cyclic_gc():
         before = live()
         h = Harness(streamer, run_inline=False)
