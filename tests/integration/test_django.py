@@ -65,6 +65,23 @@ class Site:
         )
 
 
+def prepare_site(root: Path, env: dict[str, str]) -> None:
+    """Migrate, collect static files and make the demo user in a copy of the example site."""
+    for command in (
+        ["migrate", "--noinput"],
+        ["collectstatic", "--noinput"],
+        ["createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "demo@example.com"],
+    ):
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=root,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     """A migrated, collected copy of the example site, with checksite beside it."""
@@ -80,19 +97,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
         "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
     }
     env = {k: v for k, v in env.items() if not k.startswith("TREADLE_")}
-    for command in (
-        ["migrate", "--noinput"],
-        ["collectstatic", "--noinput"],
-        ["createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "demo@example.com"],
-    ):
-        subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=root,
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    prepare_site(root, env)
     # Known to the staticfiles finders but never collected: only DEBUG/--insecure serve it.
     (root / "library" / "static" / "library" / "late.txt").write_text("found by the finders\n")
     return Site(root, env)

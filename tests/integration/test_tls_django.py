@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import ssl
-import subprocess
 import sys
 import urllib.parse
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from http.cookies import SimpleCookie
 import pytest
 
 from tests.conftest import ROOT, Running
+from tests.integration.test_django import prepare_site
 from tests.integration.tlscerts import Certs, make_certs
 
 EXAMPLE = ROOT / "examples" / "djangosite"
@@ -67,19 +67,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         PYTHONPATH=str(ROOT / "src"),
         DJANGO_SUPERUSER_PASSWORD=ADMIN_PASSWORD,
     )
-    for command in (
-        ["migrate", "--noinput"],
-        ["collectstatic", "--noinput"],
-        ["createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "demo@example.com"],
-    ):
-        subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=root,
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    prepare_site(root, env)
     ssl_bind = f"ssl:0:interface=127.0.0.1:privateKey={certs.key}:certKey={certs.cert}"
     running = Running(
         [
