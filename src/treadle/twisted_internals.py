@@ -13,9 +13,10 @@ saying what it lost, instead of failing later inside the reactor loop:
   Fallback: None ("cannot tell"); a stalled client is then left to the TCP stack.
 - The lean reactor loop (reactor.py): ``_poller``, ``_selectables``, ``_doReadOrWrite``,
   ``_newTimedCalls``, ``threadCallQueue`` of EPollReactor. Fallback: Twisted's stock reactor.
-- Adopting an inherited unix socket (``unix_port_from_fd``): ``unix.Port._fromListeningDescriptor``.
-  Fallback: the public ``reactor.adoptStreamPort`` (the socket file is then removed when
-  the port stops, so a restarted worker's clients must reconnect by a fresh path).
+- Adopting an inherited unix socket (``unix_port_from_fd``): ``unix.Port._fromListeningDescriptor``
+  and ``_shouldShutdown`` (cleared, so a worker that stops does not shut down the socket the
+  others share). Fallback: the public ``reactor.adoptStreamPort`` (the socket file is then
+  removed, and the socket shut down, when the port stops: a reload loses the listener).
 
 Nothing else in treadle may touch an underscore attribute of a Twisted object.
 """
@@ -35,7 +36,7 @@ log = logging.getLogger("treadle")
 BUFFER_FIELDS = ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen")
 SEND_FIELDS = (*BUFFER_FIELDS, "writeSomeData", "SEND_LIMIT", "connected", "disconnecting")
 REACTOR_FIELDS = ("_poller", "_selectables", "_doReadOrWrite", "_newTimedCalls", "threadCallQueue")
-UNIX_ADOPT_FIELDS = ("_fromListeningDescriptor",)
+UNIX_ADOPT_FIELDS = ("_fromListeningDescriptor", "_shouldShutdown")
 
 _warned: set[tuple[str, ...]] = set()
 
@@ -88,7 +89,8 @@ _DIRECT_SENDS = ("direct sends", "responses go through transport.write")
 _UNSENT_COUNTS = ("unsent-byte counts", "--send-timeout cannot see Twisted's buffer")
 _UNIX_ADOPTION = (
     "adopting unix sockets",
-    "using reactor.adoptStreamPort, which removes the socket file when the port stops",
+    "using reactor.adoptStreamPort, which removes the socket file and shuts the shared "
+    "socket down when a worker stops",
 )
 
 _connection_lacks: dict[type, list[str]] = {}
@@ -176,6 +178,12 @@ def unix_port_from_fd(port_class: Any, reactor: Any, fd: int, factory: Any) -> t
     """
     lacking = missing(port_class, UNIX_ADOPT_FIELDS)
     if not lacking:
-        return port_class._fromListeningDescriptor(reactor, fd, factory), False
+        port = port_class._fromListeningDescriptor(reactor, fd, factory)
+        # The socket is shared with the supervisor and the other workers: a stopping port
+        # must only close its own descriptor. unix.Port would also shutdown() it, which
+        # stops the listening socket in every process (clients then get ECONNREFUSED, a
+        # 502 behind nginx); tcp.Port skips that for adopted sockets, unix.Port does not.
+        port._shouldShutdown = False
+        return port, False
     warn_once(*_UNIX_ADOPTION, lacking)
     return reactor.adoptStreamPort(fd, socket.AF_UNIX, factory), True

@@ -1,0 +1,214 @@
+"""Real proxies in front of treadle for the integration tests: nginx and HAProxy processes.
+
+Each is started in the foreground with every path it writes (pid, logs, temp files) in the
+test's own directory, waited on until it accepts (with a deadline), and stopped by its pid.
+``Load`` drives keep-alive clients through a proxy from threads and counts every answer
+that is not 2xx and every socket error, which is what a user behind the proxy would see.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_accepting(host: str, port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Connect until the proxy accepts; fail at once if it exited, with its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            text = log.read_text() if log.exists() else ""
+            raise AssertionError(f"{proc.args[0]} exited {proc.returncode}:\n{text}")
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{proc.args[0]} not accepting on {port} in {timeout} s")
+        threading.Event().wait(0.02)  # polling the port: the proxy has no readiness signal
+
+
+class Proxy:
+    """A proxy process running in the foreground with its files under ``directory``."""
+
+    def __init__(self, args: list[str], directory: Path, log: Path) -> None:
+        self.directory = directory
+        self.log = log
+        self.output = open(directory / "stdout.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=self.output, stderr=subprocess.STDOUT
+        )
+
+    def wait_accepting(self, port: int, timeout: float = 15.0) -> None:
+        wait_accepting("127.0.0.1", port, self.proc, self.log, timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.output.close()
+
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 100000;
+
+    upstream treadle {{
+        server {upstream};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 200m;
+        location / {{
+            proxy_pass http://treadle;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+        # Streamed responses reach the client as the app yields them.
+        location /stream {{
+            proxy_pass http://treadle;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+        # Uploads pass through as they arrive instead of being spooled by nginx first.
+        location /upload-unbuffered {{
+            proxy_pass http://treadle/upload;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(directory: Path, upstream: str) -> tuple[Proxy, int]:
+    """nginx on 127.0.0.1 in front of ``upstream`` (``127.0.0.1:PORT`` or ``unix:PATH``)."""
+    assert NGINX is not None
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, upstream=upstream, port=port))
+    log = directory / "error.log"
+    # -e: the error log before the configuration is read (nginx 1.19.5+), so nothing is
+    # written under /var/log even when that directory is missing.
+    args = [NGINX, "-p", str(directory), "-c", str(conf), "-e", str(log)]
+    proxy = Proxy(args, directory, log)
+    try:
+        proxy.wait_accepting(port)
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy, port
+
+
+class Load:
+    """Keep-alive clients in threads, each sending GETs in a loop until ``finish``."""
+
+    def __init__(self, host: str, port: int, clients: int = 8, path: str = "/") -> None:
+        self.host = host
+        self.port = port
+        self.path = path
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.answered = 0
+        self.pids: collections.Counter[int] = collections.Counter()
+        self.bad_statuses: collections.Counter[int] = collections.Counter()
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=20)
+        while not self.stop.is_set():
+            try:
+                connection.request("GET", self.path)
+                response = connection.getresponse()
+                body = response.read()
+                # http.client reconnects on the next request once the proxy said close.
+            except (OSError, http.client.HTTPException) as error:
+                with self.lock:
+                    self.errors.append(repr(error))
+                connection.close()
+                continue
+            with self.lock:
+                if 200 <= response.status < 300:
+                    self.answered += 1
+                    self.pids[json.loads(body)["pid"]] += 1
+                else:
+                    self.bad_statuses[response.status] += 1
+        connection.close()
+
+    @property
+    def failures(self) -> int:
+        with self.lock:
+            return sum(self.bad_statuses.values()) + len(self.errors)
+
+    def summary(self) -> str:
+        with self.lock:
+            return (
+                f"{self.answered} answered 2xx, non-2xx {dict(self.bad_statuses)}, "
+                f"errors {self.errors[:5]} ({len(self.errors)} in all)"
+            )
+
+    def wait_for(self, wanted: set[int], timeout: float = 20.0) -> None:
+        """Until every pid in ``wanted`` has answered at least once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                seen = set(self.pids)
+            if wanted <= seen:
+                return
+            assert time.monotonic() < deadline, f"{wanted - seen} never answered; {self.summary()}"
+            self.stop.wait(0.02)  # polling our own counters, not waiting on the server
+
+    def wait_answered(self, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        target = self.answered + count
+        while self.answered < target:
+            assert time.monotonic() < deadline, f"load stalled: {self.summary()}"
+            self.stop.wait(0.02)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(25)
