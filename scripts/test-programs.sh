@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the programs some integration tests run against (nginx, HAProxy, Mongrel2, curl,
-# nghttp/h2load, systemd-socket-activate, ip, openssl, wrk) when any is missing, with apt-get.
+# nghttp/h2load, systemd-socket-activate, ip, openssl, wrk, headless Chromium) when any is
+# missing, with apt-get.
 # Called by scripts/test.sh. Without root or apt-get it installs nothing and says so: the
 # tests that need a missing program then skip, each naming what it lacks.
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 declare -A PACKAGE=(
     [curl]=curl [nginx]=nginx [haproxy]=haproxy [m2sh]=mongrel2-core [mongrel2]=mongrel2-core
     [nghttp]=nghttp2-client [h2load]=nghttp2-client [systemd-socket-activate]=systemd
-    [ip]=iproute2 [openssl]=openssl [wrk]=wrk
+    [ip]=iproute2 [openssl]=openssl [wrk]=wrk [chromium]=chromium [chromedriver]=chromium-driver
 )
 missing=()
 for program in "${!PACKAGE[@]}"; do

@@ -44,6 +44,7 @@ class Site:
         self.running = running
         self.https_port = https_port
         self.http_port = http_port
+        self.certs = certs
         self.context = ssl.create_default_context(cafile=str(certs.ca))
         self.context.set_alpn_protocols(["h2", "http/1.1"])  # as a browser offers
 
