@@ -442,6 +442,33 @@ class Process:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class HTTP2:
+    h2c: bool = setting(
+        False,
+        "Speak HTTP/2 without TLS (h2c) too: to clients that start with the HTTP/2 preface "
+        "(prior knowledge) and to a first request with Upgrade: h2c. Over TLS, HTTP/2 is "
+        "always offered by ALPN.",
+        parse=parse_bool,
+        why="h2c is for trusted networks (behind a proxy); nginx and Go leave it off too",
+    )
+    h2_max_concurrent_streams: int = setting(
+        100,
+        "Most HTTP/2 streams (requests) a client may have open at once on one connection "
+        "(SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more is closed with GOAWAY.",
+        parse=parse_count,
+        why="RFC 9113 §6.5.2 recommends no fewer than 100; nginx uses 128, h2o 100",
+    )
+    h2_max_header_list_size: int = setting(
+        64 * KIB,
+        "Largest HTTP/2 header list a client may send, decoded (SETTINGS_MAX_HEADER_LIST_SIZE); "
+        "a larger one closes the connection with GOAWAY. The request limits "
+        "(--max-header-bytes, 431) apply too.",
+        parse=parse_bytes,
+        why="h2's own default; bounds HPACK bombs and CONTINUATION floods",
+    )
+
+
 GROUPS: tuple[tuple[str, type], ...] = (
     ("listen", Listen),
     ("app", App),
@@ -452,6 +479,7 @@ GROUPS: tuple[tuple[str, type], ...] = (
     ("reload", Reload),
     ("workers", Workers),
     ("process", Process),
+    ("http2", HTTP2),
 )
 
 
@@ -468,6 +496,7 @@ class Config:
     reload: Reload = field(default_factory=Reload)
     workers: Workers = field(default_factory=Workers)
     process: Process = field(default_factory=Process)
+    http2: HTTP2 = field(default_factory=HTTP2)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> Config:
@@ -518,6 +547,8 @@ class Config:
             ("--max-request-line", self.limits.max_request_line_bytes),
             ("--max-header-count", self.limits.max_header_count),
             ("--max-header-bytes", self.limits.max_header_bytes),
+            ("--h2-max-concurrent-streams", self.http2.h2_max_concurrent_streams),
+            ("--h2-max-header-list-size", self.http2.h2_max_header_list_size),
         ):
             # gunicorn's --limit-request-line 0 means "no limit": never map it to "refuse all".
             if value < 1:

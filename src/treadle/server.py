@@ -29,6 +29,8 @@ from treadle.dispatch import Dispatcher
 from treadle.errors import ConfigError
 from treadle.hardcancel import HardCanceller
 from treadle.http.exchange import Exchange
+from treadle.http.h2 import H2Limits
+from treadle.http.h2_protocol import H2Support
 from treadle.http.protocol import HTTPFactory
 from treadle.pool import ThreadPool
 from treadle.stats import Stats
@@ -109,6 +111,12 @@ class Server:
             on_finished=self._finished,
             max_connections=max_connections(config),
             accepting=self._set_accepting,
+            h2=H2Support(
+                H2Limits(
+                    config.http2.h2_max_concurrent_streams, config.http2.h2_max_header_list_size
+                ),
+                h2c=config.http2.h2c,
+            ),
         )
         self.factory.noisy = False
         self.factory.on_quiet = self._check_drained

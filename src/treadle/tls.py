@@ -35,8 +35,9 @@ from zope.interface import implementer
 from treadle.errors import ConfigError
 
 # What the server speaks after the handshake, in its order of preference (RFC 7301 §3.2:
-# the server chooses). HTTP/2 joins as (b"h2", b"http/1.1") once http/h2.py exists.
-ALPN_PROTOCOLS: tuple[bytes, ...] = (b"http/1.1",)
+# the server chooses): HTTP/2 first, as browsers and curl prefer it too. Which one a
+# connection got is read after the handshake (http/h2_protocol.py, H2Support.wants).
+ALPN_PROTOCOLS: tuple[bytes, ...] = (b"h2", b"http/1.1")
 
 # TLS 1.0 and 1.1 are deprecated (RFC 8996); 1.2 is what Mozilla's "intermediate" profile,
 # nginx and Caddy accept at the least.

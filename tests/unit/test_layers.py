@@ -46,6 +46,7 @@ LAYERS: dict[str, set[str]] = {
         "http.exchange",
         "http.file_producer",
         "http.protocol",
+        "http.h2_protocol",
         "listen",
         "reactor",
         "static",

@@ -50,6 +50,8 @@ log = logging.getLogger("treadle")
 # A connection's states: waiting for a request, reading its head, reading its body, the
 # request is with the app (or its response is being sent), closed.
 IDLE, HEAD, BODY, APP, CLOSED = "idle", "head", "body", "app", "closed"
+# The connection speaks HTTP/2: an H2Channel (http/h2_protocol.py) has taken it over.
+H2 = "h2"
 
 SEND_LIMIT_BYTES = 4 * 1024 * 1024
 FIRST_REQUEST_GRACE_S = 2.0
@@ -107,8 +109,11 @@ class HTTPFactory(Factory):
         scheme: str = "http",
         max_connections: int = 0,
         accepting: Callable[[bool], None] | None = None,
+        h2: Any = None,
     ) -> None:
         self.config = config
+        # h2_protocol.H2Support: decides per connection whether it speaks HTTP/2 (None: never).
+        self.h2 = h2
         self.date = h1_response.http_date(deadlines.now)
         deadlines.on_tick.append(self._tick)
         self.limits = config.limits
@@ -200,7 +205,9 @@ class HTTPFactory(Factory):
         grace_deadline = now + FIRST_REQUEST_GRACE_S
         recent = now - self.deadlines.tick_s
         for channel in list(self.connections):
-            if channel.state == IDLE and (not channel.served or channel.done_at >= recent):
+            if channel.state == H2:
+                channel.h2.drain()  # GOAWAY: its open streams finish, then it closes
+            elif channel.state == IDLE and (not channel.served or channel.done_at >= recent):
                 channel.in_grace = True
                 channel.deadline = min(channel.deadline or grace_deadline, grace_deadline)
             elif channel.state in (IDLE, CLOSED):
@@ -212,6 +219,7 @@ class HTTPFactory(Factory):
             channel.current is not None
             or channel.state in (HEAD, BODY)
             or (channel.state == IDLE and (not channel.served or channel.in_grace))
+            or (channel.state == H2 and channel.h2.busy())
             for channel in self.connections
         )
 
@@ -263,6 +271,9 @@ class HTTPChannel(Protocol):
         self.local: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
         self.peer_text = "-"
+        # The connection's first bytes while it may turn out to speak HTTP/2 (None: HTTP/1.1).
+        self.first: bytes | None = b"" if factory.h2 is not None else None
+        self.h2: Any = None  # the H2Channel that took the connection over
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -297,6 +308,8 @@ class HTTPChannel(Protocol):
         current, self.current = self.current, None
         if current is not None:
             current.connection_lost()
+        if self.h2 is not None:
+            self.h2.connection_lost()
         if self.factory.on_quiet is not None:
             self.factory.on_quiet()
 
@@ -309,6 +322,8 @@ class HTTPChannel(Protocol):
 
     def close(self) -> None:
         if self.state != CLOSED:
+            if self.h2 is not None:
+                self.h2.goodbye()  # GOAWAY first: the client knows no stream was lost
             self.state = CLOSED
             self.deadline = None
             if self.transport is not None:
@@ -321,6 +336,8 @@ class HTTPChannel(Protocol):
         self.unsent = None
         self.progress_at = self.factory.deadlines.now
         self.factory.stalled.add(self)
+        if self.h2 is not None:
+            self.h2.pause_sending()
         if self.current is not None:
             if self.state == APP:
                 self.stop_app_clock()
@@ -330,6 +347,8 @@ class HTTPChannel(Protocol):
         self.producer_paused = False
         self.factory.stalled.discard(self)
         paused_at, self.paused_at = self.paused_at, None
+        if self.h2 is not None:
+            self.h2.resume_sending()
         current = self.current
         if current is not None:
             if self.state == APP and self.app_deadline is not None and paused_at is not None:
@@ -356,7 +375,22 @@ class HTTPChannel(Protocol):
     # -- incoming bytes ---------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self.state == IDLE:
+        state = self.state
+        if state == H2:
+            self.h2.dataReceived(data)
+            return
+        if state == IDLE:
+            if self.first is not None:
+                # The connection's first bytes: HTTP/2 by ALPN or by its preface (--h2c)?
+                data = self.first + data
+                wanted = self.factory.h2.wants(self.transport, data)
+                if wanted is None:  # a prefix of the preface so far
+                    self.first = data
+                    return
+                self.first = None
+                if wanted:
+                    self.switch_to_h2().start(data)
+                    return
             # RFC 9112 has no deadline, but a head that trickles in forever holds a
             # connection (slowloris): the deadline runs from its first byte and is not
             # extended by later bytes.
@@ -389,7 +423,7 @@ class HTTPChannel(Protocol):
                 self.pause_reading()
             else:
                 self.handle(event)
-            if self.state == CLOSED:
+            if self.state == CLOSED or self.state == H2:
                 return
 
     def handle(self, event: Event | ProtocolError) -> None:
@@ -409,8 +443,20 @@ class HTTPChannel(Protocol):
         else:
             self.protocol_error(event)  # type: ignore[arg-type]
 
+    def switch_to_h2(self) -> Any:
+        """From now on an H2Channel reads and writes this connection."""
+        self.state = H2
+        self.deadline = None
+        self.parser.close()
+        self.h2 = self.factory.h2.channel(self)
+        return self.h2
+
     def begin(self, head: RequestHead) -> None:
         factory = self.factory
+        if not self.served and factory.h2 is not None and factory.h2.wants_upgrade(head):
+            self.backlog.clear()  # the client waits for the 101 before it sends more
+            self.switch_to_h2().start_upgraded(head)
+            return
         bodies = factory.bodies
         if not head.has_body:
             exchange = Exchange(

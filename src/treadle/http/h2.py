@@ -1,0 +1,539 @@
+"""Sans-IO HTTP/2 for the server side, over the ``h2`` library: bytes <-> stream events.
+
+Pure layer: no sockets, no Twisted, no threads; time comes in as an argument. Each
+request stream becomes the RequestHead, Data and EndOfMessage events of http/events.py
+that http/h1.py produces, tagged with its stream id; a request the server refuses before
+the app (431, 413, 414) is a ProtocolError for that stream. Responses leave as frames
+within the peer's flow-control windows: what a window does not allow yet waits here, per
+stream, and ``buffered`` tells the reactor side how much, so it can hold the app back.
+Floods (rapid reset, CONTINUATION, PING, SETTINGS, empty DATA) are counted here from the
+frame headers before ``h2`` sees them; past a limit the connection ends with GOAWAY.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections import deque
+from dataclasses import dataclass
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from treadle.config import Limits
+from treadle.errors import ProtocolError
+from treadle.http.events import Data, EndOfMessage, Event, RequestHead
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
+
+# Frame types (RFC 9113 §6) and the flags the flood counters read.
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PING, _CONTINUATION = 0, 1, 2, 3, 4, 6, 9
+_END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
+
+# Per connection, per FLOOD_WINDOW_S: how many of each frame a client may send before it
+# is taken for an attacker. Browsers send a SETTINGS or two and rare PINGs; nothing sends
+# empty non-final DATA frames on purpose (CVE-2019-9518), pings that must all be answered
+# (CVE-2019-9512) or SETTINGS to acknowledge (CVE-2019-9515) by the hundred.
+FLOOD_WINDOW_S = 10.0
+MAX_PINGS = 100
+MAX_SETTINGS = 100
+MAX_EMPTY_DATA = 100
+MAX_PRIORITY = 1000  # CVE-2019-9513: cheap for us (h2 keeps no tree), still bounded
+
+# Receive windows we open (RFC 9113 §6.9.2 starts both at 64 KiB - 1).
+STREAM_WINDOW_BYTES = 1024 * 1024
+CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
+
+# Response bytes held per stream before the app is told to wait (see ``buffered``).
+STREAM_BUFFER_BYTES = 64 * 1024
+
+# Connection-specific header fields are malformed in HTTP/2 (RFC 9113 §8.2.2).
+_HOP_BY_HOP = frozenset(
+    [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"]
+)
+_STATUS = re.compile(r"([2-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # RFC 9110 §5.1, lower case (§8.2.1)
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+
+
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    """What one HTTP/2 connection allows; the per-request limits come from config.Limits."""
+
+    max_concurrent_streams: int = 100
+    max_header_list_bytes: int = 64 * 1024
+
+
+@dataclass(slots=True)
+class StreamReset:
+    """The client reset the stream (RST_STREAM) or it ended with the connection."""
+
+
+@dataclass(slots=True)
+class ConnectionEnded:
+    """The connection is over: a GOAWAY was sent or received. Send what is left, close."""
+
+    reason: str
+    by_peer: bool = False
+
+
+H2Event = Event | ProtocolError | StreamReset | ConnectionEnded
+
+
+class _Counter:
+    """Events in a fixed window of time: ``hit`` is True once past ``limit``."""
+
+    __slots__ = ("limit", "count", "since")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.since = 0.0
+
+    def hit(self, now: float) -> bool:
+        if now - self.since >= FLOOD_WINDOW_S:
+            self.since = now
+            self.count = 0
+        self.count += 1
+        return self.count > self.limit
+
+
+class _Outgoing:
+    """A stream's response bytes not yet framed (the peer's window is shut)."""
+
+    __slots__ = ("chunks", "size", "end")
+
+    def __init__(self) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.end = False
+
+
+class H2Session:
+    """One server-side HTTP/2 connection: bytes in -> (stream id, event); responses -> bytes.
+
+    Called by one thread at a time (the reactor's). ``receive_data`` never raises: a
+    broken peer yields ConnectionEnded, with the GOAWAY waiting in ``data_to_send``.
+    """
+
+    def __init__(
+        self, limits: Limits, h2_limits: H2Limits, *, upgrade_settings: bytes | None = None
+    ):
+        self.limits = limits
+        self.h2_limits = h2_limits
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        conn = self.conn = h2.connection.H2Connection(config)
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: h2_limits.max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: h2_limits.max_header_list_bytes,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
+            },
+        )
+        # hpack stops decoding past this (h2 answers GOAWAY ENHANCE_YOUR_CALM): an
+        # "HPACK bomb" never grows past the size we advertised.
+        conn.decoder.max_header_list_size = h2_limits.max_header_list_bytes
+        self.ended = False
+        self.pending: dict[int, _Outgoing] = {}  # streams with response bytes not yet framed
+        self.received: dict[int, int] = {}  # request body bytes per stream, for --max-body
+        self.refused: set[int] = set()  # streams answered before their body was read
+        # Flood accounting, from frame headers (see scan()).
+        self.resets = _Counter(2 * h2_limits.max_concurrent_streams)
+        self.pings = _Counter(MAX_PINGS)
+        self.settings = _Counter(MAX_SETTINGS)
+        self.empty_data = _Counter(MAX_EMPTY_DATA)
+        self.priorities = _Counter(MAX_PRIORITY)
+        self.draining = False
+        # The client's preface comes first, after the 101 too: the scanner skips it.
+        self._skip = len(PREFACE)
+        self._frame_head = b""
+        self._payload_left = 0
+        self._block_bytes = 0  # header block bytes so far (HEADERS + CONTINUATION)
+        if upgrade_settings is None:
+            conn.initiate_connection()
+            self.open_connection_window()
+            return
+        # RFC 7540 §3.2: the Upgrade request becomes stream 1, half-closed (remote).
+        # HTTP2-Settings is base64url without padding (§3.2.1); Python wants the padding.
+        value = upgrade_settings.strip()
+        try:
+            conn.initiate_upgrade_connection(value + b"=" * (-len(value) % 4))
+        except (h2.exceptions.ProtocolError, ValueError, binascii.Error) as error:
+            raise ProtocolError(f"bad HTTP2-Settings header: {error}") from None
+        self.open_connection_window()
+
+    def open_connection_window(self) -> None:
+        """Uploads go to a spooled body as fast as they come (as for HTTP/1.1): a wide window
+        spares the client a round trip per 32 KiB; --max-body still bounds each body."""
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - 65535)
+
+    # -- incoming -------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> list[tuple[int, H2Event]]:
+        if self.ended:
+            return []
+        flood = self.scan(data, now)
+        if flood is not None:
+            return self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, flood)
+        try:
+            h2_events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            # h2 has queued its GOAWAY (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ...).
+            self.ended = True
+            return [(0, ConnectionEnded(f"{type(error).__name__}: {error}"))]
+        out: list[tuple[int, H2Event]] = []
+        for event in h2_events:
+            kind = type(event)
+            if kind is h2.events.RequestReceived:
+                self.request(event, out)  # type: ignore[arg-type]
+            elif kind is h2.events.DataReceived:
+                self.body(event, out)  # type: ignore[arg-type]
+            elif kind is h2.events.StreamEnded:
+                sid = event.stream_id  # type: ignore[attr-defined]
+                if sid not in self.refused:
+                    out.append((sid, EndOfMessage()))
+                self.received.pop(sid, None)
+            elif kind is h2.events.StreamReset:
+                sid = event.stream_id  # type: ignore[attr-defined]
+                self.forget(sid)
+                out.append((sid, StreamReset()))
+            elif kind is h2.events.ConnectionTerminated:
+                self.ended = True
+                out.append((0, ConnectionEnded("the client sent GOAWAY", by_peer=True)))
+            elif kind is h2.events.TrailersReceived:
+                pass  # PEP 3333 has no place for request trailers; the body is whole
+        return out
+
+    def request(self, event: h2.events.RequestReceived, out: list[tuple[int, H2Event]]) -> None:
+        sid = event.stream_id
+        try:
+            head = request_head(event.headers or [], self.limits)  # type: ignore[arg-type]
+        except ProtocolError as error:
+            self.refuse(sid, error, out)
+            return
+        length = head.content_length
+        if length is not None and length > self.limits.max_body_bytes:
+            self.refuse(sid, ProtocolError("Content Too Large", 413), out)
+            return
+        if event.stream_ended is None and length is None:
+            head.chunked = True  # a body of unknown length follows: has_body says so
+        out.append((sid, head))
+        if event.stream_ended is not None:
+            out.append((sid, EndOfMessage()))
+        else:
+            self.received[sid] = 0
+
+    def refuse(self, sid: int, error: ProtocolError, out: list[tuple[int, H2Event]]) -> None:
+        """The stream is answered with ``error.status``; body bytes it still sends are dropped."""
+        self.refused.add(sid)
+        out.append((sid, error))
+
+    def body(self, event: h2.events.DataReceived, out: list[tuple[int, H2Event]]) -> None:
+        sid = event.stream_id
+        size = event.flow_controlled_length or 0
+        # The reactor keeps the whole body (spooled to disk past --spool-threshold) before the
+        # app runs, as for HTTP/1.1: the window reopens at once; --max-body bounds it.
+        if size:
+            try:
+                self.conn.acknowledge_received_data(size, sid)
+            except h2.exceptions.StreamClosedError:
+                pass  # reset meanwhile: the connection window was credited by h2 already
+        if sid in self.refused:
+            return
+        total = self.received.get(sid, 0) + len(event.data or b"")
+        if total > self.limits.max_body_bytes:
+            self.refuse(sid, ProtocolError("Content Too Large", 413), out)
+            return
+        self.received[sid] = total
+        if event.data:
+            out.append((sid, Data(event.data)))
+
+    def scan(self, data: bytes, now: float) -> str | None:
+        """Read the frame headers in ``data``: the name of a flood, or None.
+
+        h2 buffers a header block's CONTINUATION frames until the last one (CVE-2024-27316
+        and kin); the block is capped here at the header list size we advertise, before h2
+        holds it. The other counters are per FLOOD_WINDOW_S (see the constants).
+        """
+        view = memoryview(data)
+        at = 0
+        end = len(view)
+        if self._skip:
+            taken = min(self._skip, end)
+            self._skip -= taken
+            at = taken
+        while at < end:
+            if self._payload_left:
+                taken = min(self._payload_left, end - at)
+                self._payload_left -= taken
+                at += taken
+                continue
+            need = 9 - len(self._frame_head)
+            self._frame_head += bytes(view[at : at + need])
+            at += min(need, end - at)
+            if len(self._frame_head) < 9:
+                break
+            head, self._frame_head = self._frame_head, b""
+            length = int.from_bytes(head[0:3], "big")
+            kind, flags = head[3], head[4]
+            self._payload_left = length
+            flood = self.count(kind, flags, length, now)
+            if flood is not None:
+                return flood
+        return None
+
+    def count(self, kind: int, flags: int, length: int, now: float) -> str | None:
+        if kind == _HEADERS:
+            self._block_bytes = length
+        elif kind == _CONTINUATION:
+            self._block_bytes += length
+        if kind in (_HEADERS, _CONTINUATION):
+            # Compressed bytes are never many more than the decoded list (RFC 7541 §5);
+            # the slack lets a legitimate block with padding through.
+            if self._block_bytes > self.h2_limits.max_header_list_bytes + 16 * 1024:
+                return "header block (CONTINUATION flood)"
+            return None
+        if kind == _RST_STREAM:
+            # CVE-2023-44487: each reset stream cost a request's setup; resets past twice the
+            # stream limit in a window are an attack, not a browser cancelling images.
+            return "stream resets (rapid reset)" if self.resets.hit(now) else None
+        if kind == _PING and not flags & _ACK:
+            return "PING frames" if self.pings.hit(now) else None
+        if kind == _SETTINGS and not flags & _ACK:
+            return "SETTINGS frames" if self.settings.hit(now) else None
+        if kind == _DATA and length == 0 and not flags & _END_STREAM:
+            return "empty DATA frames" if self.empty_data.hit(now) else None
+        if kind == _PRIORITY:
+            return "PRIORITY frames" if self.priorities.hit(now) else None
+        return None
+
+    # -- outgoing -------------------------------------------------------------------
+
+    def send_head(
+        self, sid: int, status: int, headers: list[tuple[bytes, bytes]], end_stream: bool
+    ) -> None:
+        if self.ended or sid not in self.conn.streams:
+            return
+        try:
+            self.conn.send_headers(sid, [(b":status", b"%d" % status), *headers], end_stream)
+        except h2.exceptions.StreamClosedError:
+            self.forget(sid)
+            return
+        if end_stream:
+            self.finish_request(sid)
+
+    def send_body(self, sid: int, data: bytes, end_stream: bool) -> None:
+        """Queue response bytes; they leave as the windows allow (call ``pump``)."""
+        if self.ended:
+            return
+        outgoing = self.pending.get(sid)
+        if outgoing is None:
+            outgoing = self.pending[sid] = _Outgoing()
+        if data:
+            outgoing.chunks.append(data)
+            outgoing.size += len(data)
+        outgoing.end = outgoing.end or end_stream
+
+    def buffered(self, sid: int) -> int:
+        outgoing = self.pending.get(sid)
+        return 0 if outgoing is None else outgoing.size
+
+    def pump(self) -> list[int]:
+        """Frame what the flow-control windows allow, round robin, one frame per stream per
+        turn; returns the streams whose response was fully sent."""
+        done: list[int] = []
+        conn = self.conn
+        if self.ended:
+            return done
+        frame_max = conn.max_outbound_frame_size
+        while self.pending and conn.outbound_flow_control_window > 0:
+            progress = False
+            for sid, outgoing in list(self.pending.items()):
+                if sid not in conn.streams:
+                    del self.pending[sid]  # reset meanwhile
+                    continue
+                if outgoing.chunks:
+                    room = min(conn.local_flow_control_window(sid), frame_max)
+                    if room <= 0:
+                        continue
+                    chunk = outgoing.chunks.popleft()
+                    if len(chunk) > room:
+                        outgoing.chunks.appendleft(chunk[room:])
+                        chunk = chunk[:room]
+                    outgoing.size -= len(chunk)
+                    last = outgoing.end and not outgoing.chunks
+                    conn.send_data(sid, chunk, end_stream=last)
+                    progress = True
+                elif outgoing.end:
+                    conn.end_stream(sid)
+                    last = True
+                else:
+                    continue
+                if last:
+                    del self.pending[sid]
+                    self.finish_request(sid)
+                    done.append(sid)
+                if conn.outbound_flow_control_window <= 0:
+                    break
+            if not progress:
+                break
+        # Streams ended with nothing left to send (END_STREAM needs no window).
+        for sid, outgoing in list(self.pending.items()):
+            if outgoing.end and not outgoing.chunks and sid in conn.streams:
+                conn.end_stream(sid)
+                del self.pending[sid]
+                self.finish_request(sid)
+                done.append(sid)
+        return done
+
+    def finish_request(self, sid: int) -> None:
+        """The response is complete; a request still sending its body is told to stop.
+
+        RFC 9113 §8.1: a server may answer before the request is whole, then reset the
+        stream with NO_ERROR so the client stops sending.
+        """
+        self.refused.discard(sid)
+        stream = self.conn.streams.get(sid)
+        if stream is not None and not stream.closed:
+            try:
+                self.conn.reset_stream(sid, ErrorCodes.NO_ERROR)
+            except h2.exceptions.StreamClosedError:
+                pass
+        self.received.pop(sid, None)
+
+    def reset(self, sid: int, code: int = ErrorCodes.INTERNAL_ERROR) -> None:
+        """End a stream whose response cannot be completed (the app failed midway)."""
+        self.forget(sid)
+        if self.ended:
+            return
+        try:
+            self.conn.reset_stream(sid, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def forget(self, sid: int) -> None:
+        self.pending.pop(sid, None)
+        self.received.pop(sid, None)
+        self.refused.discard(sid)
+
+    def goaway(self, code: int, reason: str) -> list[tuple[int, H2Event]]:
+        """End the connection with GOAWAY ``code``: streams past the last one are unprocessed."""
+        if not self.ended:
+            self.ended = True
+            self.conn.close_connection(code, reason.encode("utf-8", "replace")[:100])
+        return [(0, ConnectionEnded(reason))]
+
+    def drain(self) -> None:
+        """Graceful GOAWAY (RFC 9113 §6.8): streams already started finish, no new ones."""
+        if not self.ended:
+            self.conn.close_connection(ErrorCodes.NO_ERROR)
+            self.draining = True
+
+    @property
+    def open_streams(self) -> int:
+        return self.conn.open_inbound_streams
+
+    def data_to_send(self) -> bytes:
+        return self.conn.data_to_send()
+
+
+# -- heads --------------------------------------------------------------------------
+
+
+def request_head(headers: list[tuple[bytes, bytes]], limits: Limits) -> RequestHead:
+    """A request's decoded header list -> RequestHead; ProtocolError(431/414/501) to refuse.
+
+    h2 has already checked the pseudo-header rules (RFC 9113 §8.3) and refused the
+    connection-specific fields (§8.2.2).
+    """
+    method = path = authority = None
+    fields: list[tuple[bytes, bytes]] = []
+    size = 0
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            continue
+        size += len(name) + len(value) + 4  # as the HTTP/1.1 field line would count
+        fields.append((name, value))
+    if len(fields) > limits.max_header_count:
+        raise ProtocolError("Request Header Fields Too Large: too many fields", 431)
+    if size > limits.max_header_bytes:
+        raise ProtocolError("Request Header Fields Too Large", 431)
+    if method is None or method == b"CONNECT" or path is None:
+        # RFC 9113 §8.5: CONNECT makes a tunnel, which a WSGI app cannot serve.
+        raise ProtocolError("Not Implemented: CONNECT", 501)
+    if len(path) > limits.max_request_line_bytes:
+        raise ProtocolError("URI Too Long", 414)
+    target = path
+    raw_path, _, query = path.partition(b"?")
+    content_length: int | None = None
+    for name, value in fields:
+        if name == b"content-length":
+            content_length = int(value)  # h2 checked it is a number matching the body
+        elif name == b"host" and authority is None:
+            authority = value  # RFC 9113 §8.3.1: Host stands in when :authority is absent
+    return RequestHead(
+        method=method,
+        target=target,
+        path=raw_path,
+        query=query,
+        http_version="2",
+        headers=fields,
+        keep_alive=True,
+        content_length=content_length,
+        authority=authority,
+    )
+
+
+def response_head(
+    status: str, headers: list[tuple[str, str]], date: bytes
+) -> tuple[int, list[tuple[bytes, bytes]], int | None]:
+    """A WSGI status and header list -> (code, HTTP/2 fields, Content-Length or None).
+
+    ValueError for what HTTP/2 cannot carry or would misframe: a 1xx or malformed status,
+    a bad name or value. Names are lower-cased (RFC 9113 §8.2.1) and connection-specific
+    fields dropped (§8.2.2).
+    """
+    match = _STATUS.fullmatch(status) if type(status) is str else None
+    if match is None:
+        raise ValueError(f"invalid status line {status!r}")
+    out: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    has_date = has_server = False
+    for name, value in headers:
+        if type(name) is not str or type(value) is not str:
+            raise ValueError(f"invalid header {name!r}")
+        raw_name = name.lower().encode("latin-1")
+        raw_value = value.strip(" \t").encode("latin-1")
+        if _TOKEN.fullmatch(raw_name) is None:
+            raise ValueError(f"invalid header name {name!r}")
+        if _BAD_VALUE.search(raw_value) is not None:
+            raise ValueError(f"invalid value for header {name}: {value!r}")
+        if raw_name in _HOP_BY_HOP:
+            continue
+        if raw_name == b"content-length":
+            if not raw_value.isdigit() or (length is not None and int(raw_value) != length):
+                raise ValueError(f"invalid Content-Length {value!r}")
+            if length is not None:
+                continue
+            length = int(raw_value)
+        elif raw_name == b"date":
+            has_date = True
+        elif raw_name == b"server":
+            has_server = True
+        out.append((raw_name, raw_value))
+    if not has_server:
+        out.append((b"server", b"treadle"))
+    if not has_date:
+        out.append((b"date", date))
+    return int(match.group(1)), out, length
