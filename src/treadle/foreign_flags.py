@@ -59,8 +59,19 @@ REFUSED: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("gunicorn", ("--preload",), f"{NOT_YET}: the one process loads the app once"),
     (
         "gunicorn",
-        ("--certfile", "--keyfile", "--ca-certs"),
-        f"{NOT_YET}: use --bind ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem",
+        ("--cert-reqs",),
+        "use --client-cert none|optional|required (gunicorn's 0, 1, 2) with --client-ca",
+    ),
+    (
+        "gunicorn",
+        ("--ssl-version", "--ciphers"),
+        "treadle negotiates TLS 1.2 or 1.3 with forward-secret AEAD cipher suites only "
+        "(docs/tls.md); there is no setting to lower that",
+    ),
+    (
+        "gunicorn",
+        ("--do-handshake-on-connect", "--suppress-ragged-eofs", "--ssl-context"),
+        "not needed: the reactor runs the TLS handshake (docs/tls.md)",
     ),
     ("gunicorn", ("--forwarded-allow-ips", "--proxy-allow-from", "--proxy-protocol"), NOT_YET),
     ("gunicorn", ("--chdir",), "change directory before starting treadle"),

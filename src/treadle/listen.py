@@ -22,6 +22,7 @@ from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromSt
 from twisted.internet.error import CannotListenError
 
 from treadle import twisted_internals
+from treadle.config import TLS
 from treadle.errors import ConfigError
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]/]*)):(?P<port>\d+)$")
@@ -124,10 +125,29 @@ def split_description(description: str) -> tuple[str, list[str], dict[str, str]]
     return kind, args, params
 
 
-def scheme(bind: str) -> str:
-    """The URL scheme a bind serves: https for ssl:, else http (each connection still
-    decides for itself in http/protocol.py)."""
-    return "https" if normalize(bind).startswith("ssl:") else "http"
+def scheme(bind: str, tls: TLS | None = None) -> str:
+    """The URL scheme a bind serves: https for ssl:, and for tcp binds under
+    --certfile/--cert-dir; else http (each connection still decides for itself in
+    http/protocol.py)."""
+    description = normalize(bind)
+    if description.startswith("ssl:"):
+        return "https"
+    return "https" if tls is not None and tls.enabled and serves_tcp(description) else "http"
+
+
+def serves_tcp(description: str) -> bool:
+    """Is this endpoint string a TCP listener (tcp, tcp6, an inherited INET socket, a
+    systemd INET socket)? --certfile turns exactly these into TLS; unix sockets stay
+    plain HTTP (a proxy on the same host speaks to them)."""
+    kind, _, params = split_description(description)
+    if kind in ("tcp", "tcp6"):
+        return True
+    if kind == "fd":
+        return params.get("family", "INET") in ("INET", "INET6")
+    if kind == "systemd":
+        return params.get("domain", "INET") in ("INET", "INET6")
+    return False
+
 
 
 def with_backlog(description: str, backlog: int) -> str:
@@ -138,8 +158,17 @@ def with_backlog(description: str, backlog: int) -> str:
     return description
 
 
-def endpoint(reactor: Any, bind: str, backlog: int = 2048) -> Any:
+def endpoint(reactor: Any, bind: str, backlog: int = 2048, tls: TLS | None = None) -> Any:
+    """The endpoint of one --bind; ``tls`` (--certfile, --cert-dir, --client-*) applies to
+    ssl: binds, and wraps TLS around tcp binds when it names certificates."""
     description = with_backlog(normalize(bind), backlog)
+    plain = _endpoint(reactor, description, backlog, tls)
+    if tls is not None and tls.enabled and serves_tcp(description):
+        return _tls_module().settings_endpoint(plain, tls)
+    return plain
+
+
+def _endpoint(reactor: Any, description: str, backlog: int, tls: TLS | None) -> Any:
     adopted = _ADOPTED.match(description)
     if adopted:
         family = FAMILIES.get(adopted["family"] or "INET")
@@ -148,22 +177,26 @@ def endpoint(reactor: Any, bind: str, backlog: int = 2048) -> Any:
         chosen = int(adopted["backlog"]) if adopted["backlog"] else backlog
         return AdoptedEndpoint(reactor, int(adopted["fd"]), family, chosen)
     if description.startswith("ssl:"):
-        return _ssl_endpoint(reactor, description)
+        return _ssl_endpoint(reactor, description, tls)
     try:
         return serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"bad endpoint {description!r}: {error}") from None
 
 
-def _ssl_endpoint(reactor: Any, description: str) -> Any:
+def _tls_module() -> Any:
     try:
         from treadle import tls
     except ImportError as error:
         raise ConfigError(
-            f"ssl: binds need pyOpenSSL ({error.name} is missing): pip install 'treadle[tls]'"
+            f"TLS needs pyOpenSSL ({error.name} is missing): pip install 'treadle[tls]'"
         ) from None
+    return tls
+
+
+def _ssl_endpoint(reactor: Any, description: str, settings: TLS | None = None) -> Any:
     _, args, params = split_description(description)
-    return tls.ssl_endpoint(reactor, args, params)
+    return _tls_module().ssl_endpoint(reactor, args, params, settings)
 
 
 def describe(port: Any, scheme: str = "http") -> str:

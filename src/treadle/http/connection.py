@@ -20,6 +20,7 @@ class Connection(Protocol):
     scheme: str  # "http" or "https"
     local: tuple[str, int] | None  # (host, port), None on a unix socket
     peer: tuple[str, int] | None
+    tls_environ: dict[str, str] | None  # SSL_* keys for the environ over TLS (docs/tls.md)
 
     @property
     def date(self) -> bytes:

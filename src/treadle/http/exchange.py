@@ -44,6 +44,7 @@ class Exchange:
         "scheme",
         "local",
         "peer",
+        "tls_environ",
         "plan",
         "remaining",
         "done",
@@ -73,6 +74,7 @@ class Exchange:
         self.scheme = connection.scheme
         self.local = connection.local
         self.peer = connection.peer
+        self.tls_environ = connection.tls_environ
         self.plan: h1_response.ResponsePlan | None = None
         self.remaining: int | None = None
         self.done = False

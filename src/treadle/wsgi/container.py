@@ -42,6 +42,7 @@ class Exchange(ResponseSink, Protocol):
     scheme: str
     local: tuple[str, int] | None
     peer: tuple[str, int] | None
+    tls_environ: dict[str, str] | None  # SSL_* keys over TLS, merged into the environ
     record: RequestRecord
 
 
@@ -228,6 +229,8 @@ class WSGIJob:
             environ["wsgi.file_wrapper"] = FileWrapper
             environ["treadle.cancelled"] = record.cancel
             environ["treadle.request_id"] = record.request_id
+            if exchange.tls_environ is not None:
+                environ.update(exchange.tls_environ)  # SSL_CLIENT_S_DN ... (docs/tls.md)
             result = self.result = container.app(environ, self.start_response)
             self.send(result)
         except RequestCancelled:
