@@ -32,17 +32,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def wait_accepting(host: str, port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     """Connect until the proxy accepts; fail at once if it exited, with its log."""
+    name = Path(str(proc.args[0])).name if isinstance(proc.args, list) else str(proc.args)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             text = log.read_text() if log.exists() else ""
-            raise AssertionError(f"{proc.args[0]} exited {proc.returncode}:\n{text}")
+            raise AssertionError(f"{name} exited {proc.returncode}:\n{text}")
         try:
             socket.create_connection((host, port), timeout=1).close()
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{proc.args[0]} not accepting on {port} in {timeout} s")
+                raise AssertionError(f"{name} not accepting on {port} in {timeout} s")
         threading.Event().wait(0.02)  # polling the port: the proxy has no readiness signal
 
 
@@ -212,3 +213,75 @@ class Load:
         self.stop.set()
         for thread in self.threads:
             thread.join(25)
+
+
+HAPROXY_CONF = """\
+global
+    stats socket {dir}/admin.sock mode 600 level admin
+    # Server state changes (UP/DOWN) go to stderr, which the test keeps in stdout.log.
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    # A refused connection (a host that stopped listening, before its health checks
+    # failed) is retried (retry-on conn-failure, the default) on another server:
+    # redispatch. Without it the retries go to the same host and the client gets 503.
+    retries 3
+    option redispatch 1
+frontend site
+    bind 127.0.0.1:{port}
+    default_backend treadle
+backend treadle
+    option httpchk GET /health
+    http-check expect status 200
+    default-server check inter 200ms fall 2 rise 2
+{servers}
+"""
+
+
+def start_haproxy(directory: Path, servers: dict[str, str]) -> tuple[Proxy, int]:
+    """HAProxy on 127.0.0.1 balancing over ``servers`` (name -> ``ADDRESS:PORT``)."""
+    assert HAPROXY is not None
+    port = free_port()
+    lines = "\n".join(f"    server {name} {address}" for name, address in servers.items())
+    conf = directory / "haproxy.cfg"
+    conf.write_text(HAPROXY_CONF.format(dir=directory, port=port, servers=lines))
+    # -db: foreground, no daemon; its messages go to stdout.log.
+    proxy = Proxy([HAPROXY, "-db", "-f", str(conf)], directory, directory / "stdout.log")
+    try:
+        proxy.wait_accepting(port)
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy, port
+
+
+def haproxy_states(directory: Path) -> dict[str, str]:
+    """Server name -> status (UP, DOWN, ...) from HAProxy's stats socket."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(directory / "admin.sock"))
+        sock.sendall(b"show stat\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    states = {}
+    for line in lines[1:]:
+        fields = dict(zip(header, line.split(","), strict=False))
+        if fields.get("pxname") == "treadle" and fields.get("svname") not in (None, "BACKEND"):
+            states[fields["svname"]] = fields["status"]
+    return states
+
+
+def wait_haproxy_state(directory: Path, server: str, wanted: str, timeout: float = 20.0) -> None:
+    """Until HAProxy reports ``server`` as ``wanted`` (UP or DOWN, after its checks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = haproxy_states(directory).get(server, "")
+        if state == wanted:  # not "UP 1/2" (going down) or "DOWN 1/2" (coming up)
+            return
+        assert time.monotonic() < deadline, f"{server} still {state!r}, not {wanted}"
+        threading.Event().wait(0.05)  # polling HAProxy's stats: it has no event to wait on

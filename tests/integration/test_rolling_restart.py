@@ -1,0 +1,181 @@
+"""Two treadle hosts behind one HAProxy: a rolling restart under load fails no request.
+
+Each "host" is a network namespace made by the test (``ip netns add``) and joined to the
+root namespace by a veth pair, with addresses in 10.231.0.0/16 that exist only on those
+links; in it ``treadle serve --workers 2`` listens on port 8000 of its own address. HAProxy
+runs in the root namespace with health checks every 200 ms (tests/integration/proxies.py,
+the config docs/deploy.md shows). Clients load HAProxy from threads while one host gets
+SIGTERM: HAProxy drains it and no client sees an error; restarted, it gets traffic back.
+Needs root (network namespaces), ``ip`` (iproute2) and ``haproxy``; skips otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Running, treadle_command
+from tests.integration.proxies import (
+    HAPROXY,
+    Load,
+    Proxy,
+    haproxy_states,
+    start_haproxy,
+    wait_haproxy_state,
+)
+
+IP = shutil.which("ip") or ("/usr/sbin/ip" if Path("/usr/sbin/ip").exists() else None)
+READY = re.compile(r"(\d+) workers ready at .+?\(supervisor pid \d+; worker pids ([\d, ]+)\)")
+
+pytestmark = [
+    pytest.mark.skipif(HAPROXY is None, reason="haproxy absent (Debian: apt-get install haproxy)"),
+    pytest.mark.skipif(IP is None, reason="ip absent (Debian: apt-get install iproute2)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.timeout(60),
+]
+
+
+def ip(*args: str) -> subprocess.CompletedProcess:
+    assert IP is not None
+    return subprocess.run([IP, *args], capture_output=True, text=True, timeout=10)
+
+
+class Host:
+    """A network namespace linked to the root one by a veth pair, and treadle in it."""
+
+    def __init__(self, tag: str, number: int, subnet: int) -> None:
+        self.netns = f"trd{tag}h{number}"
+        self.outside = f"trd{tag}v{number}"  # at most 15 bytes: an interface name
+        self.inside = f"trd{tag}p{number}"
+        self.gateway = f"10.231.{subnet}.{4 * number + 1}"
+        self.address = f"10.231.{subnet}.{4 * number + 2}"
+        self.treadle: Running | None = None
+
+    def create(self) -> None:
+        steps = [
+            ("netns", "add", self.netns),
+            ("link", "add", self.outside, "type", "veth", "peer", "name", self.inside),
+            ("link", "set", self.inside, "netns", self.netns),
+            ("addr", "add", f"{self.gateway}/30", "dev", self.outside),
+            ("link", "set", self.outside, "up"),
+            ("-n", self.netns, "addr", "add", f"{self.address}/30", "dev", self.inside),
+            ("-n", self.netns, "link", "set", self.inside, "up"),
+            ("-n", self.netns, "link", "set", "lo", "up"),
+        ]
+        for step in steps:
+            done = ip(*step)
+            if done.returncode != 0:
+                raise OSError(f"ip {' '.join(step)}: {done.stderr.strip()}")
+
+    def serve(self) -> Running:
+        assert IP is not None
+        command = treadle_command(
+            "serve", "tests.apps.proxied:app", "--bind", f"tcp:8000:interface={self.address}",
+            "--workers", "2", "--graceful-timeout", "15",
+        )  # fmt: skip
+        # ip execs the command in the namespace: the pid is treadle's supervisor itself.
+        self.treadle = Running([IP, "netns", "exec", self.netns, *command])
+        return self.treadle
+
+    def destroy(self) -> list[str]:
+        """Stop treadle and remove the namespace and link; what could not be removed."""
+        if self.treadle is not None:
+            self.treadle.kill()
+        problems = []
+        # Deleting one end of a veth pair deletes both; then the namespace.
+        ip("link", "del", self.outside)
+        if ip("netns", "del", self.netns).returncode != 0 and self.netns in ip("netns").stdout:
+            problems.append(self.netns)
+        return problems
+
+
+def worker_pids(treadle: Running, after: int = 0) -> set[int]:
+    """Worker pids of the first ``2 workers ready`` line past the first ``after`` lines."""
+    earlier = set(treadle.lines[:after])
+
+    def fresh_ready(line: str) -> bool:
+        match = READY.search(line)
+        return match is not None and int(match[1]) == 2 and line not in earlier
+
+    match = READY.search(treadle.wait_for_line(fresh_ready, 40))
+    assert match is not None
+    return {int(pid) for pid in match[2].split(", ")}
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[Host]]:
+    # Per test process, so that two runs at once on one machine do not collide.
+    tag = str(os.getpid() % 100000)
+    subnet = 20 + os.getpid() % 200
+    made = [Host(tag, number, subnet) for number in range(2)]
+    try:
+        for host in made:
+            host.create()
+    except OSError as error:
+        for host in made:
+            host.destroy()
+        pytest.skip(f"cannot create network namespaces here: {error}")
+    yield made
+    left = [name for host in made for name in host.destroy()]
+    assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture
+def directory() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="trd-haproxy-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def haproxy(hosts: list[Host], directory: Path) -> Iterator[tuple[Proxy, int]]:
+    servers = {f"host{number}": f"{host.address}:8000" for number, host in enumerate(hosts)}
+    proxy, port = start_haproxy(directory, servers)
+    yield proxy, port
+    proxy.stop()
+
+
+@pytest.mark.slow
+def test_sigterm_one_host_under_load_fails_no_request(hosts, haproxy, directory) -> None:
+    proxy, port = haproxy
+    first, second = hosts
+    pids = {}
+    for host in hosts:
+        host.serve()
+    for number, host in enumerate(hosts):
+        assert host.treadle is not None
+        pids[number] = worker_pids(host.treadle)
+        wait_haproxy_state(directory, f"host{number}", "UP")
+    load = Load("127.0.0.1", port, clients=8)
+    try:
+        load.wait_for(pids[0] | pids[1])  # both hosts serve through HAProxy
+        load.wait_answered(300)
+        # Rolling restart, step 1: stop the first host gracefully under load.
+        assert first.treadle is not None
+        first.treadle.proc.send_signal(signal.SIGTERM)
+        wait_haproxy_state(directory, "host0", "DOWN")
+        assert first.treadle.proc.wait(30) == 0, first.treadle.output
+        stopped_at = dict(load.pids)
+        load.wait_answered(300)
+        # Only the second host answered since the first one exited.
+        assert {pid for pid, count in load.pids.items() if count > stopped_at.get(pid, 0)} <= (
+            pids[1]
+        ), (load.pids, stopped_at)
+        # Step 2: start it again; HAProxy's checks bring it back into rotation.
+        restarted = first.serve()
+        again = worker_pids(restarted)
+        wait_haproxy_state(directory, "host0", "UP")
+        load.wait_for(again)
+        load.wait_answered(300)
+    finally:
+        load.finish()
+    assert load.failures == 0, f"{load.summary()}\n{proxy.log_text()[-3000:]}"
+    assert haproxy_states(directory) == {"host0": "UP", "host1": "UP"}
