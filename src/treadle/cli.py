@@ -200,7 +200,7 @@ def load_app(target: str, *, factory: bool = False) -> Any:
     return obj
 
 
-COMMANDS = ("serve",)
+COMMANDS = ("serve", "mongrel2")
 
 
 class TopParser(argparse.ArgumentParser):
@@ -239,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("target", help="the WSGI app: module:app or module.app")
     add_setting_arguments(serve)
+    from treadle.mongrel2 import command as mongrel2_command
+
+    mongrel2 = commands.add_parser(
+        "mongrel2",
+        help="serve a WSGI app as a Mongrel2 handler (docs/mongrel2.md)",
+        description="Serve a WSGI app behind Mongrel2, over ZeroMQ (docs/mongrel2.md).",
+        usage="%(prog)s [options] TARGET SEND_SPEC [RECV_SPEC]",
+        allow_abbrev=False,
+    )
+    mongrel2_command.add_arguments(mongrel2)
+    add_setting_arguments(mongrel2, exclude=mongrel2_command.excluded_settings())
     return parser
 
 
@@ -256,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from treadle.supervisor import child, standalone
 
     reactor.install()  # before the app is imported: it may import the global reactor
+    if namespace.command == "mongrel2":
+        sys.exit(run_mongrel2(namespace))
 
     held: list[Any] = []
     try:
@@ -294,6 +307,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         standalone.finish(config, held)
     sys.exit(status)
+
+
+def run_mongrel2(namespace: argparse.Namespace) -> int:
+    """``treadle mongrel2``: the app behind Mongrel2; the exit status."""
+    from treadle import logs
+
+    try:
+        from treadle.mongrel2 import command, serve
+    except ImportError as error:
+        print(
+            f"treadle: error: mongrel2 needs pyzmq ({error}): pip install 'treadle[mongrel2]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        config = config_from(namespace)
+        endpoints = command.endpoints_from(namespace)
+        app = load_app(namespace.target, factory=config.app.factory)
+    except (ConfigError, AppLoadError) as error:
+        print(f"treadle: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(config)
+    return serve.run(app, config, endpoints)
 
 
 def serving(config: Config, server: Any) -> None:

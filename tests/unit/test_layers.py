@@ -57,6 +57,7 @@ LAYERS: dict[str, set[str]] = {
         "tls_sni",
         "twisted_internals",
         "mongrel2.transport",
+        "mongrel2.channel",
     },
     # the one crossing between app threads and the reactor: threads, never sockets
     "bridge": {
@@ -84,6 +85,9 @@ LAYERS: dict[str, set[str]] = {
         "service",
         "sdnotify",
         "twistd",
+        "mongrel2.serve",
+        "mongrel2.command",
+        "mongrel2.config_db",
     },
 }
 # Packages whose every module is composition (Django's side, the process tree).
@@ -121,7 +125,7 @@ _IO = {
 # unless the layer's NOT_STDLIB names them.
 THIRD_PARTY = {
     "pure": {"httptools", "h2"},
-    "reactor": {"twisted", "zope.interface", "OpenSSL", "cryptography"},
+    "reactor": {"twisted", "zope.interface", "OpenSSL", "cryptography", "zmq"},
     "bridge": {"twisted.internet.threads", "twisted.internet.defer", "twisted.python.failure"},
     "composition": None,  # anything
 }

@@ -1,0 +1,112 @@
+"""``treadle mongrel2``: its arguments, then load the app and serve Mongrel2's requests.
+
+Composition layer, called by cli.py (the only module that exits). Every WSGI-side
+setting of ``treadle serve`` is taken (generated from config.py as there); the
+listening, reload and process-tree settings are not, since Mongrel2 does the listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from treadle.config import GROUPS
+from treadle.errors import ConfigError
+
+# Settings groups of `treadle serve` that belong to listening or to the process tree.
+NOT_HERE = {"listen", "reload", "workers", "process"}
+# SCRIPT_NAME comes from each request's route (PATTERN), not from a setting.
+NOT_TAKEN = {"script_name"}
+UPLOAD_TIMEOUT_S = 60.0
+
+
+def excluded_settings() -> list[str]:
+    import dataclasses
+
+    return [
+        spec.name for group, cls in GROUPS if group in NOT_HERE for spec in dataclasses.fields(cls)
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="the WSGI app: module:app or module.app")
+    parser.add_argument(
+        "send_spec",
+        nargs="?",
+        metavar="SEND_SPEC",
+        help="Mongrel2's send_spec for this handler (it sends requests there), "
+        "e.g. tcp://127.0.0.1:9997",
+    )
+    parser.add_argument(
+        "recv_spec",
+        nargs="?",
+        metavar="RECV_SPEC",
+        help="Mongrel2's recv_spec (it receives responses there); default: SEND_SPEC's "
+        "port minus one, as in Mongrel2's examples",
+    )
+    parser.add_argument(
+        "--send-ident", metavar="UUID", help="identity of the socket responses are sent on"
+    )
+    parser.add_argument(
+        "--from-config",
+        metavar="CONFIG_SQLITE",
+        help="read the specs (and upload.temp_store) from Mongrel2's config database",
+    )
+    parser.add_argument(
+        "--handler",
+        metavar="NAME|ID",
+        help="with --from-config: the handler's id, send_ident, or the path of a route to it",
+    )
+    parser.add_argument(
+        "--upload-dir",
+        metavar="DIR",
+        help="Mongrel2's upload.temp_store directory; async uploads are read only from "
+        "there (default: from --from-config; without it, upload notices get 400)",
+    )
+    parser.add_argument(
+        "--upload-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=UPLOAD_TIMEOUT_S,
+        help="an upload whose file stops growing this long is abandoned and removed "
+        f"(default: {UPLOAD_TIMEOUT_S:.0f})",
+    )
+
+
+def endpoints_from(namespace: argparse.Namespace) -> Any:
+    """The command line -> serve.Endpoints; ConfigError when it does not add up."""
+    from treadle.mongrel2.config_db import read_handler
+    from treadle.mongrel2.serve import Endpoints, default_recv_spec
+
+    upload_dir = namespace.upload_dir
+    if namespace.from_config:
+        if namespace.send_spec or namespace.recv_spec:
+            raise ConfigError("give SEND_SPEC or --from-config, not both")
+        if not namespace.handler:
+            raise ConfigError("--from-config needs --handler NAME|ID")
+        spec = read_handler(namespace.from_config, namespace.handler)
+        send_spec, recv_spec = spec.send_spec, spec.recv_spec
+        if upload_dir is None and spec.upload_store:
+            upload_dir = str(Path(spec.upload_store).parent)
+    else:
+        if namespace.handler:
+            raise ConfigError("--handler needs --from-config")
+        if not namespace.send_spec:
+            raise ConfigError("give SEND_SPEC (e.g. tcp://127.0.0.1:9997) or --from-config")
+        send_spec = namespace.send_spec
+        try:
+            recv_spec = namespace.recv_spec or default_recv_spec(send_spec)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    if upload_dir is not None and not Path(upload_dir).is_dir():
+        raise ConfigError(f"--upload-dir: not a directory: {upload_dir}")
+    if namespace.upload_timeout <= 0:
+        raise ConfigError("--upload-timeout must be positive")
+    return Endpoints(
+        send_spec=send_spec,
+        recv_spec=recv_spec,
+        send_ident=namespace.send_ident,
+        upload_dir=Path(upload_dir) if upload_dir else None,
+        upload_timeout_s=namespace.upload_timeout,
+    )

@@ -1,0 +1,293 @@
+"""The composition root of ``treadle mongrel2``: Config + app -> pool, container, handler.
+
+Composition layer. It builds the same pool, dispatcher, WSGI container, statistics and
+access log as server.py, but the requests come from Mongrel2 over ZeroMQ
+(mongrel2/transport.py, mongrel2/channel.py) instead of from listening sockets. It
+holds no protocol logic; threads start in ``start()``, never at construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.error import ReactorNotRunning
+
+from treadle import blocking, twisted_internals
+from treadle.accesslog import AccessLog
+from treadle.config import Config
+from treadle.deadlines import Deadlines
+from treadle.dispatch import Dispatcher
+from treadle.hardcancel import HardCanceller
+from treadle.http.exchange import Exchange
+from treadle.mongrel2.channel import Handler
+from treadle.mongrel2.transport import Mongrel2Sockets
+from treadle.pool import ThreadPool
+from treadle.server import catch_sigint, static_mounts, tune_gc
+from treadle.stats import Stats
+from treadle.timing import RequestRecord
+from treadle.wsgi import body as bodies
+from treadle.wsgi.bridge import Outbox
+from treadle.wsgi.container import WSGIApp, WSGIContainer
+
+log = logging.getLogger("treadle")
+
+MAX_MOUNTS = 64  # distinct route prefixes given their own SCRIPT_NAME (admins write routes)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where Mongrel2 is: its PUSH (send_spec) and SUB (recv_spec) sockets."""
+
+    send_spec: str
+    recv_spec: str
+    send_ident: str | None = None
+    upload_dir: Path | None = None
+    upload_timeout_s: float = 60.0
+
+
+def default_recv_spec(send_spec: str) -> str:
+    """Mongrel2's examples put recv_spec one port below send_spec (9997 -> 9996)."""
+    base, sep, port = send_spec.rpartition(":")
+    if not sep or not port.isdigit() or int(port) < 1:
+        raise ValueError(f"cannot guess RECV_SPEC from {send_spec!r}: give it")
+    return f"{base}:{int(port) - 1}"
+
+
+class Mongrel2Server:
+    """One handler process: Mongrel2's sockets, the pool, the app."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        config: Config,
+        reactor: Any,
+        endpoints: Endpoints,
+        *,
+        mounts: Sequence[Any] = (),
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.reactor = reactor
+        self.endpoints = endpoints
+        self.stats = Stats()
+        self.lean_reactor = hasattr(reactor, "add_drain")
+        self.outbox = Outbox(reactor.callFromThread, reactor if self.lean_reactor else None)
+        self.pool = ThreadPool(
+            config.pool.threads,
+            config.pool.max_queue,
+            schedule=getattr(reactor, "call_after_events", None)
+            or (lambda wake: reactor.callLater(0, wake)),
+        )
+        self.deadlines = Deadlines(reactor)
+        # SCRIPT_NAME comes from each request's route: one container per route prefix.
+        self.containers: dict[str, WSGIContainer] = {}
+        all_mounts = list(mounts) + static_mounts(config.app.static)
+        static = None
+        if all_mounts:
+            from treadle.static import StaticFiles
+
+            static = StaticFiles(all_mounts, script_name="", inline_max_bytes=128 * 1024)
+        self.dispatcher = Dispatcher(submit=self._submit, script_name="", static=static)
+        self.access_log = (
+            AccessLog(config.logging.access_log_format) if config.logging.access_log else None
+        )
+        self.handler = Handler(
+            send=self._send,
+            call_soon=lambda f: reactor.callLater(0, f),
+            deadlines=self.deadlines,
+            dispatch=self.dispatcher,
+            bodies=bodies,
+            records=RequestRecord,
+            limits=config.limits,
+            timeouts=config.timeouts,
+            on_finished=self._finished,
+            upload_dir=endpoints.upload_dir,
+            upload_timeout_s=endpoints.upload_timeout_s,
+        )
+        self.handler.on_quiet = self._check_drained
+        self.sockets = Mongrel2Sockets(
+            reactor,
+            send_spec=endpoints.send_spec,
+            recv_spec=endpoints.recv_spec,
+            send_ident=endpoints.send_ident,
+            on_message=self.handler.receive,
+        )
+        if config.timeouts.hard_cancel_after_s is not None:
+            canceller = HardCanceller(config.timeouts.hard_cancel_after_s)
+
+            def check_hard_cancels(_now: float) -> None:
+                for container in list(self.containers.values()):
+                    canceller.check(container.running, time.perf_counter())
+
+            self.deadlines.on_tick.append(check_hard_cancels)
+        self._stopping = False
+        self._drained: defer.Deferred[None] | None = None
+        self._interrupted = False
+        self.container("")  # the common case, made before any thread starts
+
+    def container(self, script_name: str) -> WSGIContainer:
+        """Reactor thread: the container whose SCRIPT_NAME is ``script_name``."""
+        container = self.containers.get(script_name)
+        if container is None:
+            container = self.containers[script_name] = WSGIContainer(
+                self.app,
+                call_from_thread=self.outbox,
+                script_name=script_name,
+                multiprocess=self.config.app.multiprocess,
+                hard_cancel=self.config.timeouts.hard_cancel_after_s is not None,
+            )
+            container.on_closed = self._check_drained if self._stopping else None
+        return container
+
+    def _send(self, messages: list[bytes]) -> None:
+        self.sockets.send(messages)
+
+    def _submit(self, exchange: Exchange) -> bool:
+        """Reactor thread: the route's prefix becomes SCRIPT_NAME, then the pool."""
+        script_name = exchange.connection.script_name  # type: ignore[attr-defined]
+        if (
+            script_name
+            and len(self.containers) >= MAX_MOUNTS
+            and script_name not in self.containers
+        ):
+            script_name = ""
+        if script_name:
+            exchange.path_info = exchange.path_info[len(script_name) :]
+        self.stats.begin(exchange.record)
+        return self.pool.submit(self.container(script_name).job(exchange))
+
+    def _finished(self, exchange: Exchange) -> None:
+        if exchange.record.request_id:
+            self.stats.finish(exchange.record)
+        if self.access_log is not None:
+            self.access_log(exchange)
+        self._check_drained()
+
+    def busy(self) -> bool:
+        return not self.handler.quiet() or any(c.closing for c in self.containers.values())
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self.busy():
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+
+    async def start(self) -> None:
+        """Reactor thread: threads, then the sockets."""
+        twisted_internals.warn_missing()
+        self.pool.start()
+        if self.lean_reactor:
+            self.reactor.add_drain(self.outbox.drain_pending)
+            pool = self.pool
+            self.reactor.set_idle_spin(self.config.pool.idle_spin_us / 1e6, lambda: pool.all_idle)
+        blocking.install(self.reactor)
+        self.deadlines.start()
+        self.sockets.start()
+        log.info(
+            "Handling for Mongrel2: requests from %s, responses to %s (pid %d, %d threads)",
+            self.endpoints.send_spec,
+            self.endpoints.recv_spec,
+            os.getpid(),
+            self.config.pool.threads,
+        )
+
+    async def stop(self) -> None:
+        """Graceful stop: take no new requests, finish those in hand, then close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.sockets.stop_receiving()
+        for container in self.containers.values():
+            container.on_closed = self._check_drained
+        if self.busy():
+            timeout = self.config.timeouts.graceful_timeout_s
+            drained = self._drained = defer.Deferred()
+            hint = "; Ctrl-C again to stop now" if self._interrupted else ""
+            log.info("waiting up to %.0f s for in-flight requests%s", timeout, hint)
+            timer = self.reactor.callLater(timeout, self._give_up)
+            await drained
+            if timer.active():
+                timer.cancel()
+        for client in list(self.handler.clients.values()):
+            client.drop_upload(remove=False)
+            client.flush()
+        self.sockets.close()
+        self.deadlines.stop()
+        blocking.uninstall()
+        if self.lean_reactor:
+            self.reactor.remove_drain(self.outbox.drain_pending)
+            self.reactor.set_idle_spin(0.0)
+
+    def interrupt(self) -> None:
+        """Reactor thread, on SIGINT: the first starts the graceful stop, a second ends it."""
+        if self._stopping:
+            self._give_up("second Ctrl-C")
+            return
+        self._interrupted = True
+        with contextlib.suppress(ReactorNotRunning):
+            self.reactor.stop()
+
+    def _give_up(self, reason: str = "graceful timeout") -> None:
+        """Requests still in hand: a queued one gets 503, a running one is cut off (its
+        client sees the connection close, never a response made to look whole)."""
+        if self._drained is None:
+            return
+        log.warning("%s: abandoning requests still running", reason)
+        drained, self._drained = self._drained, None
+        for client in list(self.handler.clients.values()):
+            current = client.current
+            if current is None:
+                continue
+            record = current.record
+            record.cancel.set("server shutting down")
+            if not record.started_at and current.plan is None:
+                current.send_error(503, "Service Unavailable: the server is shutting down")
+            else:
+                current.abort("server shutting down")
+        drained.callback(None)
+
+
+def run(
+    app: WSGIApp,
+    config: Config,
+    endpoints: Endpoints,
+    *,
+    mounts: Sequence[Any] = (),
+    reactor: Any = None,
+    on_started: Callable[[Mongrel2Server], None] | None = None,
+) -> int:
+    """Serve Mongrel2's requests until SIGTERM/SIGINT; the exit status. Main thread."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    server = Mongrel2Server(app, config, reactor, endpoints, mounts=mounts)
+    status = {"code": 0}
+
+    def failed(failure: Any) -> None:
+        log.error("could not start: %s", failure.getErrorMessage())
+        status["code"] = 1
+        reactor.stop()
+
+    def begin() -> None:
+        catch_sigint(lambda: reactor.callFromThread(server.interrupt))
+        started = defer.Deferred.fromCoroutine(server.start())
+        if on_started is not None:
+            started.addCallback(lambda _: on_started(server))
+        started.addErrback(failed)
+
+    reactor.callWhenRunning(begin)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromCoroutine(server.stop())
+    )
+    tune_gc(config.pool.gc_threshold)
+    reactor.run()
+    server.pool.stop(timeout_s=1.0)
+    return status["code"]

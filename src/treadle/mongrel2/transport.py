@@ -1,0 +1,150 @@
+"""ZeroMQ on the reactor: Mongrel2's PUSH socket read, responses published back.
+
+Reactor layer: pyzmq sockets, never blocking and never in a thread. The PULL socket's
+ZMQ_FD is registered as a reader. That descriptor is edge-triggered in effect: it
+signals that ZeroMQ has work, not that a message waits, so each wake-up (and each
+continuation) reads while ZMQ_EVENTS says POLLIN, at most ``batch`` messages per
+reactor turn so other clients are not starved; more left waiting are read on the next
+turn. Responses go out on a PUB socket with no high-water mark: PUB drops messages
+past it, which would cut responses silently. Messages are handed to ``on_message``
+(channel.Handler.receive); this module knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+from twisted.internet.interfaces import IReadDescriptor
+from zope.interface import implementer
+
+log = logging.getLogger("treadle")
+
+BATCH = 256  # messages read per reactor turn before others get a go
+LINGER_MS = 2000  # at close: time for responses already sent to reach Mongrel2
+
+
+@implementer(IReadDescriptor)
+class Mongrel2Sockets:
+    """The two sockets of one handler. Reactor thread only."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        send_spec: str,
+        recv_spec: str,
+        on_message: Callable[[bytes], None],
+        send_ident: str | None = None,
+        context: zmq.Context[Any] | None = None,
+        batch: int = BATCH,
+    ) -> None:
+        self.reactor = reactor
+        # Named from Mongrel2's side, as its config is: it sends on send_spec (we pull)
+        # and receives on recv_spec (we publish).
+        self.send_spec = send_spec
+        self.recv_spec = recv_spec
+        self.on_message = on_message
+        self.send_ident = send_ident
+        self.context = context or zmq.Context.instance()
+        self.batch = batch
+        self.pull: zmq.Socket[Any] | None = None
+        self.pub: zmq.Socket[Any] | None = None
+        self.fd = -1
+        self.reading = False
+        self.more_scheduled = False
+
+    def start(self) -> None:
+        """Connect both sockets and start reading (a bad spec raises zmq.ZMQError)."""
+        pub = self.context.socket(zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, 0)
+        pub.setsockopt(zmq.LINGER, LINGER_MS)
+        if self.send_ident:
+            pub.setsockopt(zmq.IDENTITY, self.send_ident.encode())
+        pull = self.context.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        try:
+            pub.connect(self.recv_spec)
+            pull.connect(self.send_spec)
+        except zmq.ZMQError:
+            pub.close(0)
+            pull.close(0)
+            raise
+        self.pub, self.pull = pub, pull
+        self.fd = int(pull.getsockopt(zmq.FD))
+        self.reading = True
+        self.reactor.addReader(self)
+        self.read()  # messages may be queued already: the descriptor would not say so
+
+    def send(self, messages: list[bytes]) -> None:
+        pub = self.pub
+        if pub is None:
+            return
+        for message in messages:
+            pub.send(message, zmq.NOBLOCK)
+        # Any operation on a socket may consume the edge of another's signal in ZeroMQ's
+        # mailbox handling; look again so a request that came meanwhile is not left.
+        if self.reading and not self.more_scheduled:
+            self.schedule_more()
+
+    def read(self) -> None:
+        self.more_scheduled = False
+        pull = self.pull
+        if pull is None:
+            return
+        on_message = self.on_message
+        for _ in range(self.batch):
+            if not (int(pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN):
+                return
+            try:
+                data = pull.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                on_message(data)
+            except Exception:
+                log.exception("mongrel2: error handling a message")
+        self.schedule_more()
+
+    def schedule_more(self) -> None:
+        self.more_scheduled = True
+        self.reactor.callLater(0, self.read)
+
+    def stop_receiving(self) -> None:
+        """No new requests: disconnect from Mongrel2's PUSH socket (it gives them to the
+        other handlers), and read what it had already queued for us."""
+        pull = self.pull
+        if pull is None or not self.reading:
+            return
+        try:
+            pull.disconnect(self.send_spec)
+        except zmq.ZMQError as error:
+            log.debug("mongrel2: disconnect from %s: %s", self.send_spec, error)
+        self.read()
+
+    def close(self) -> None:
+        """Stop reading and close; what was published still leaves within the linger."""
+        if self.reading:
+            self.reading = False
+            self.reactor.removeReader(self)
+        if self.pull is not None:
+            self.pull.close(0)
+            self.pull = None
+        if self.pub is not None:
+            self.pub.close(LINGER_MS)
+            self.pub = None
+
+    # IReadDescriptor
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> None:
+        self.read()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.reading = False
+
+    def logPrefix(self) -> str:
+        return "mongrel2"
