@@ -402,6 +402,16 @@ class Workers:
         flag="--heartbeat-timeout",
         why="gunicorn's --timeout default",
     )
+    worker_start_timeout_s: float = setting(
+        60.0,
+        "Under the supervisor, kill a worker that has not reported ready this long after it "
+        "was started (its threads' stacks are logged first) and count it as a failed start: "
+        "it is replaced with the usual backoff. 0 turns it off.",
+        parse=parse_seconds,
+        flag="--worker-start-timeout",
+        why="gunicorn's --timeout (30 s) covers a worker's boot too; twice that, for apps "
+        "that import a lot at start",
+    )
 
 
 @dataclass(frozen=True, slots=True)

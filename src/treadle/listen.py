@@ -5,7 +5,9 @@ Reactor layer: Twisted endpoints only. ``HOST:PORT``, ``[::1]:PORT`` and a bare
 (tcp:, tcp6:, unix:, systemd:, ...) is passed to serverFromString as is, except
 ``ssl:``, whose context tls.py builds (ALPN, TLS 1.2 minimum, start-up file checks);
 ``fd:N:family=INET|INET6|UNIX`` adopts a listening socket inherited from a parent
-(dev reload, supervisor). It never binds a socket itself: the endpoints do.
+(dev reload, supervisor), and ``sslfd:N:family=...:privateKey=...:certKey=...`` adopts
+one and wraps TLS around it (an ``ssl:`` bind held by a parent). It never binds a socket
+itself: the endpoints do.
 """
 
 from __future__ import annotations
@@ -56,6 +58,21 @@ def adopted_bind(fd: int, family: int, backlog: int | None = None) -> str:
     """The bind string a child uses to listen on inherited ``fd`` (see ``endpoint``)."""
     names = {int(number): name for name, number in FAMILIES.items()}
     return f"fd:{fd}:family={names[family]}" + ("" if backlog is None else f":backlog={backlog}")
+
+
+def _escaped(value: str) -> str:
+    """Twisted's endpoint-string escapes (the inverse of ``split_description``)."""
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def adopted_tls_bind(
+    fd: int, family: int, params: dict[str, str], backlog: int | None = None
+) -> str:
+    """The bind string a child uses to serve TLS on inherited ``fd``; ``params`` are the
+    ``ssl:`` bind's certificate parameters (privateKey, certKey, ...)."""
+    plain = adopted_bind(fd, family, backlog)
+    extra = "".join(f":{name}={_escaped(value)}" for name, value in params.items())
+    return "ssl" + plain + extra
 
 
 class _SharedUNIXPort(unix.Port):
@@ -126,11 +143,11 @@ def split_description(description: str) -> tuple[str, list[str], dict[str, str]]
 
 
 def scheme(bind: str, tls: TLS | None = None) -> str:
-    """The URL scheme a bind serves: https for ssl:, and for tcp binds under
+    """The URL scheme a bind serves: https for ssl: and sslfd:, and for tcp binds under
     --certfile/--cert-dir; else http (each connection still decides for itself in
     http/protocol.py)."""
     description = normalize(bind)
-    if description.startswith("ssl:"):
+    if description.startswith(("ssl:", "sslfd:")):
         return "https"
     return "https" if tls is not None and tls.enabled and serves_tcp(description) else "http"
 
@@ -147,7 +164,6 @@ def serves_tcp(description: str) -> bool:
     if kind == "systemd":
         return params.get("domain", "INET") in ("INET", "INET6")
     return False
-
 
 
 def with_backlog(description: str, backlog: int) -> str:
@@ -178,6 +194,8 @@ def _endpoint(reactor: Any, description: str, backlog: int, tls: TLS | None) -> 
         return AdoptedEndpoint(reactor, int(adopted["fd"]), family, chosen)
     if description.startswith("ssl:"):
         return _ssl_endpoint(reactor, description, tls)
+    if description.startswith("sslfd:"):
+        return _adopted_tls_endpoint(reactor, description, backlog, tls)
     try:
         return serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as error:
@@ -197,6 +215,25 @@ def _tls_module() -> Any:
 def _ssl_endpoint(reactor: Any, description: str, settings: TLS | None = None) -> Any:
     _, args, params = split_description(description)
     return _tls_module().ssl_endpoint(reactor, args, params, settings)
+
+
+def _adopted_tls_endpoint(
+    reactor: Any, description: str, backlog: int, settings: TLS | None = None
+) -> Any:
+    """``sslfd:N:family=...:privateKey=...``: tls.py's endpoint over an inherited socket."""
+    _, args, params = split_description(description)
+    family = FAMILIES.get(params.pop("family", "INET"))
+    if len(args) != 1 or not args[0].isdigit() or family is None:
+        raise ConfigError(f"bad endpoint {description!r}: sslfd:FD:family=INET|INET6:...")
+    chosen = int(params.pop("backlog", backlog))
+    # tls.py checks the certificate parameters and files; the port it would bind is ours.
+    tls_endpoint = _ssl_endpoint(
+        reactor,
+        "ssl:0:" + ":".join(f"{name}={_escaped(value)}" for name, value in params.items()),
+        settings,
+    )
+    tls_endpoint.tcp = AdoptedEndpoint(reactor, int(args[0]), family, chosen)
+    return tls_endpoint
 
 
 def describe(port: Any, scheme: str = "http") -> str:

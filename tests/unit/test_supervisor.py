@@ -115,3 +115,63 @@ def test_reload_and_workers_are_refused_together() -> None:
         Config.from_settings({"reload": True, "workers": 2})
     with pytest.raises(ConfigError, match="at least 1"):
         Config.from_settings({"workers": 0})
+
+
+def test_worker_slots_get_their_own_socket_on_one_address() -> None:
+    import socket
+
+    from treadle.supervisor.sockets import hold, hold_again, release
+
+    first = hold("tcp:0:interface=127.0.0.1", reuse_port=True)
+    assert first is not None
+    second = hold_again(first)
+    try:
+        assert second.sock is not first.sock
+        assert second.sock.getsockname() == first.sock.getsockname()
+        assert second.child_bind != first.child_bind  # a descriptor of its own
+        # Both accept: the kernel hashes connections over them.
+        port = first.sock.getsockname()[1]
+        accepted_on = set()
+        for _ in range(64):
+            with socket.create_connection(("127.0.0.1", port)):
+                pass
+        for kept in (first, second):
+            kept.sock.setblocking(False)
+            try:
+                while True:
+                    kept.sock.accept()[0].close()
+                    accepted_on.add(id(kept))
+            except BlockingIOError:
+                pass
+        assert accepted_on == {id(first), id(second)}
+    finally:
+        release([first, second])
+
+
+def test_a_shared_socket_is_not_bound_again() -> None:
+    from treadle.supervisor.sockets import hold, hold_again, release
+
+    plain = hold("tcp:0:interface=127.0.0.1")  # no SO_REUSEPORT: one socket for all
+    assert plain is not None
+    try:
+        assert hold_again(plain) is plain
+    finally:
+        release([plain])
+
+
+def test_an_ssl_bind_is_held_as_tcp_and_handed_over_with_its_certificates() -> None:
+    from treadle import listen
+    from treadle.supervisor.sockets import hold, release
+
+    bind = r"ssl:0:interface=127.0.0.1:privateKey=/k\:ey.pem:certKey=/c.pem"
+    assert hold(bind) is None  # the reloader and one process let the reactor open it
+    kept = hold(bind, 100, with_tls=True)
+    assert kept is not None
+    try:
+        assert kept.address.startswith("https://127.0.0.1:")
+        kind, args, params = listen.split_description(kept.child_bind)
+        assert kind == "sslfd" and args == [str(kept.sock.fileno())]
+        assert params == {"family": "INET", "privateKey": "/k:ey.pem", "certKey": "/c.pem"}
+        assert listen.scheme(kept.child_bind) == "https"
+    finally:
+        release([kept])

@@ -28,7 +28,7 @@ from treadle.supervisor.loop import (
     describe_status,
 )
 from treadle.supervisor.process import READY, STARTING, STOPPING, WorkerProcess
-from treadle.supervisor.sockets import Held, hold, release
+from treadle.supervisor.sockets import Held, hold, hold_again, release
 
 log = logging.getLogger("treadle")
 
@@ -58,6 +58,11 @@ class Arbiter(Loop):
         binds: Sequence[str] | None = None,
     ) -> None:
         super().__init__(argv, config, held, binds=binds)
+        # Worker slots: each has its own SO_REUSEPORT socket per TCP bind (the shared
+        # unix:/systemd: sockets appear in every slot). A slot's sockets outlive its
+        # workers: a replacement accepts what queued while the slot had none.
+        self.slots: dict[int, list[Held]] = {0: list(held)}
+        self.start_timeout_s = config.workers.worker_start_timeout_s
         self.reload_from: int | None = None  # the generation a SIGHUP replaces, until it is done
         self.quick = False
         self.announced: tuple[int, ...] = ()
@@ -70,6 +75,8 @@ class Arbiter(Loop):
 
     def _exited(self, worker: WorkerProcess, code: int) -> None:
         now = self.clock()
+        if worker.failed_start and not self.stopping:
+            worker.state = STARTING  # killed for not getting ready: a failed start, below
         if worker.state == STOPPING or self.stopping:
             log.info("worker %d stopped (%s)", worker.pid, describe_status(code))
             return
@@ -122,17 +129,74 @@ class Arbiter(Loop):
     def _missing(self) -> int:
         return max(0, self.count - len(self._fresh()))
 
+    # -- worker slots: which sockets each worker accepts on ------------------------------
+
+    def _handed(self, slot: int | None) -> tuple[tuple[str, ...], list[Held]]:
+        sockets = self.slots[0 if slot is None else slot]
+        return tuple(kept.child_bind for kept in sockets), sockets
+
+    def _free_slot(self) -> int:
+        """A slot no worker of the current code holds; a new slot (new sockets) if none."""
+        taken = {worker.slot for worker in self._fresh()}
+        for slot in sorted(self.slots):
+            if slot not in taken:
+                return slot
+        slot = max(self.slots, default=-1) + 1
+        first = self.slots[min(self.slots)] if self.slots else self.held
+        backlog = self.config.listen.backlog
+        made: list[Held] = []
+        try:
+            for kept in first:
+                made.append(hold_again(kept, backlog))
+        except OSError:
+            release(kept for kept in made if kept.reuse_port)
+            raise
+        self.slots[slot] = made
+        return slot
+
+    def _retire_slot(self, slot: int | None) -> None:
+        """TTOU: close the slot's own sockets (its worker drains on its own copies).
+
+        Connections already queued on them are reset by the kernel unless
+        net.ipv4.tcp_migrate_req is 1 (Linux 5.14+), which moves them to a sibling."""
+        sockets = self.slots.pop(0 if slot is None else slot, [])
+        for kept in sockets:
+            if kept.reuse_port:
+                kept.sock.close()
+
+    def all_sockets(self) -> list[Held]:
+        """Every socket held, each once."""
+        seen: dict[int, Held] = {id(kept): kept for kept in self.held}
+        for sockets in self.slots.values():
+            seen.update((id(kept), kept) for kept in sockets)
+        return list(seen.values())
+
+    def _spawn_in_free_slot(self, now: float) -> WorkerProcess | None:
+        try:
+            slot = self._free_slot()
+        except OSError as error:
+            self.failures += 1
+            delay_s = min(BACKOFF_FIRST_S * 2 ** (self.failures - 1), BACKOFF_MAX_S)
+            self.next_spawn_at = now + delay_s
+            log.error("cannot listen for one more worker: %s; trying again in %.1f s",
+                      error, delay_s)  # fmt: skip
+            return None
+        return self._spawn_in(now, slot)
+
     def _manage(self, now: float) -> None:
         self._enforce_deadlines(now)
         if self.stopping:
             return
         self._check_heartbeats(now)
+        self._check_start_timeouts(now)
         self._check_hopeless_requests()
         fresh = sorted(self._fresh(), key=lambda w: (w.state == READY, w.spawned_at))
         while len(fresh) > self.count:  # SIGTTOU: a starting one first, else the oldest
-            self._stop(fresh.pop(0), "one worker fewer")
+            leaving = fresh.pop(0)
+            self._stop(leaving, "one worker fewer")
+            self._retire_slot(leaving.slot)
         while len(fresh) < self.count and now >= self.next_spawn_at:
-            spawned = self._spawn(now)
+            spawned = self._spawn_in_free_slot(now)
             if spawned is None:
                 break
             fresh.append(spawned)
@@ -144,10 +208,14 @@ class Arbiter(Loop):
         if len(ready) == self.count:
             self._announce(ready)
         serving = len(ready) + sum(1 for w in stale if w.state == READY)
+        # A slot's old worker stops once a new one accepts on the slot's sockets, so no
+        # slot's queue waits for a worker that is still starting.
+        covered = {w.slot for w in ready}
         for worker in stale:
             if worker.state == STARTING:
                 self._stop(worker, "replaced before it was ready")
-            elif serving > self.count:  # its replacement is ready: capacity stays at N
+            elif serving > self.count and (worker.slot in covered or worker.slot not in self.slots):
+                # Its replacement is ready: capacity stays at N.
                 self._stop(worker, "recycled" if worker.retiring else "replaced by a new worker")
                 serving -= 1
 
@@ -192,6 +260,23 @@ class Arbiter(Loop):
             worker.state = STOPPING
             worker.kill_at = now + DUMP_GRACE_S
 
+    def _check_start_timeouts(self, now: float) -> None:
+        if not self.start_timeout_s:
+            return
+        for worker in list(self.workers.values()):
+            if worker.state != STARTING or now - worker.spawned_at < self.start_timeout_s:
+                continue
+            log.error(
+                "worker %d did not report ready within %.1f s (--worker-start-timeout): "
+                "dumping its threads' stacks, then killing it",
+                worker.pid,
+                self.start_timeout_s,
+            )
+            self._signal(worker, signal.SIGUSR2)  # faulthandler, registered by child.adopt
+            worker.failed_start = True
+            worker.state = STOPPING
+            worker.kill_at = now + DUMP_GRACE_S
+
     def _check_hopeless_requests(self) -> None:
         """A request that outlived its cancel and hard cancel holds a thread for good: the
         worker is replaced. It is not killed: its replacement starts first, then it drains,
@@ -222,7 +307,7 @@ class Arbiter(Loop):
         sdnotify.stopping(f"stopping {len(self.workers)} workers")
         # Our copies of the sockets close now; each worker closes its own as it drains,
         # and the kernel refuses new connections once the last copy is gone.
-        for kept in self.held:
+        for kept in self.all_sockets():
             kept.sock.close()
         for worker in list(self.workers.values()):
             if worker.state == STOPPING and signum == signal.SIGTERM:
@@ -252,7 +337,7 @@ class Arbiter(Loop):
         self.quick = True
         self.stopping = True
         sdnotify.stopping(f"stopping {len(self.workers)} workers now")
-        for kept in self.held:
+        for kept in self.all_sockets():
             kept.sock.close()
         deadline = self.clock() + QUICK_STOP_S
         for worker in self.workers.values():
@@ -310,11 +395,17 @@ def run_workers(argv: Sequence[str], config: Config) -> int:
         return EXIT_USAGE
     try:
         for bind in config.listen.bind:
-            kept = hold(bind, config.listen.backlog, privileges.socket_mode(process.umask))
+            kept = hold(
+                bind,
+                config.listen.backlog,
+                privileges.socket_mode(process.umask),
+                reuse_port=True,  # one socket per worker slot: decisions.md, accept balance
+                with_tls=True,  # each worker wraps TLS around its adopted socket
+            )
             if kept is None:
                 log.error(
-                    "--workers: %s cannot be shared by workers yet; use tcp:, tcp6:, unix: or "
-                    "systemd: binds (a proxy in front can terminate TLS)",
+                    "--workers: %s cannot be shared by workers; use tcp:, tcp6:, ssl:, unix: "
+                    "or systemd: binds",
                     bind,
                 )
                 release(held)
@@ -334,9 +425,10 @@ def run_workers(argv: Sequence[str], config: Config) -> int:
         if process.pid_file:
             pidfile.remove(process.pid_file)
         return EXIT_USAGE
+    arbiter = Arbiter(argv, config, held)
     try:
-        return Arbiter(argv, config, held).run()
+        return arbiter.run()
     finally:
-        release(held)
+        release(arbiter.all_sockets())
         if process.pid_file:
             pidfile.remove(process.pid_file)

@@ -96,6 +96,9 @@ def adopt(config: Config) -> Config:
         # Until on_started handles it: the supervisor's SIGUSR1 must not end a starting worker.
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        # A worker stuck while it starts (an import that hangs) writes every thread's stack
+        # when the supervisor gives up on it (--worker-start-timeout).
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
     changes: dict[str, Any] = {"bind": current.binds}
     if current.multiprocess:
         changes["multiprocess"] = True

@@ -243,15 +243,24 @@ class Loop:
                 worker.kill_at = None
                 self._signal(worker, signal.SIGKILL)
 
+    def _handed(self, slot: int | None) -> tuple[tuple[str, ...], list[Held]]:
+        """The binds and sockets a worker in ``slot`` gets: here, all of them."""
+        return self.binds, self.held
+
     def _spawn(self, now: float) -> WorkerProcess | None:
+        return self._spawn_in(now, None)
+
+    def _spawn_in(self, now: float, slot: int | None) -> WorkerProcess | None:
+        """Start a worker on ``slot``'s sockets (``_handed``)."""
         settings = self.config.workers
         max_requests = settings.max_requests
         if max_requests:
             max_requests += random.randint(0, settings.max_requests_jitter)
+        binds, handed = self._handed(slot)
         read_end, write_end = os.pipe()
         job = Job(
             parent=os.getpid(),
-            binds=self.binds,
+            binds=binds,
             channel=write_end,
             multiprocess=self.multiprocess,
             max_requests=max_requests,
@@ -263,7 +272,7 @@ class Loop:
                 # Only the supervisor talks to systemd (sd_notify: NotifyAccess=main); the
                 # sockets systemd passed reach the workers as fd: binds.
                 env={**_without(os.environ, SYSTEMD_ONLY), ENV: job.to_env()},
-                pass_fds=[*(kept.sock.fileno() for kept in self.held), write_end],
+                pass_fds=[*(kept.sock.fileno() for kept in handed), write_end],
                 process_group=0,
                 **self._popen_options(),
             )
@@ -278,6 +287,7 @@ class Loop:
             os.close(write_end)
         os.set_blocking(read_end, False)
         worker = WorkerProcess(proc, read_end, self.generation, now)
+        worker.slot = slot
         self.workers[proc.pid] = worker
         self.selector.register(read_end, selectors.EVENT_READ, worker)
         log.debug("worker %d starting", proc.pid)

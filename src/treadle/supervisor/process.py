@@ -28,6 +28,8 @@ class WorkerProcess:
         self.pid = proc.pid
         self.channel = channel  # read end of the report pipe (non-blocking)
         self.generation = generation
+        self.slot: int | None = None  # which of the supervisor's socket sets it accepts on
+        self.failed_start = False  # killed for not getting ready in time
         self.spawned_at = now
         self.ready_at: float | None = None
         self.last_seen = now

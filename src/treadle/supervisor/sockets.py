@@ -2,8 +2,10 @@
 
 Composition layer, used by the supervisor and the dev reloader in the parent: plain
 ``socket`` calls, no reactor. A held socket outlives every child, so a restart never
-refuses a connection; a child adopts it with an ``fd:N:family=...`` bind (listen.py).
-It never accepts a connection itself.
+refuses a connection; a child adopts it with an ``fd:N:family=...`` bind (listen.py), or
+``sslfd:N:...`` for an ``ssl:`` bind, whose TLS the child wraps around the adopted socket.
+The supervisor may hold several SO_REUSEPORT sockets on one TCP address, one per worker
+slot (``hold_again``). It never accepts a connection itself.
 """
 
 from __future__ import annotations
@@ -26,36 +28,69 @@ class Held:
     address: str
     unix_path: str | None = None
     backlog: int | None = None  # chosen by the bind itself (backlog=N), else the setting's
+    reuse_port: bool = False  # bound with SO_REUSEPORT: more sockets may join its address
+    tls: dict[str, str] | None = None  # an ssl: bind's certificate parameters
 
     @property
     def child_bind(self) -> str:
-        return listen.adopted_bind(self.sock.fileno(), self.sock.family, self.backlog)
+        fd = self.sock.fileno()
+        if self.tls is not None:
+            return listen.adopted_tls_bind(fd, self.sock.family, self.tls, self.backlog)
+        return listen.adopted_bind(fd, self.sock.family, self.backlog)
 
 
-def hold(bind: str, default_backlog: int = 2048, default_mode: int = 0o666) -> Held | None:
-    """Bind and listen for a tcp/tcp6/unix bind, or take a systemd: socket; None for kinds
-    only the child can open.
+def _listen_tcp(
+    family: int, address: tuple[str, int], backlog: int, *, reuse_port: bool
+) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def hold(
+    bind: str,
+    default_backlog: int = 2048,
+    default_mode: int = 0o666,
+    *,
+    reuse_port: bool = False,
+    with_tls: bool = False,
+) -> Held | None:
+    """Bind and listen for a tcp/tcp6/unix bind (ssl: too, ``with_tls``), or take a
+    systemd: socket; None for kinds only the child can open.
 
     A unix socket gets the bind's mode=, else ``default_mode`` (Twisted's 0666, or less
-    under --umask)."""
+    under --umask). With ``reuse_port``, TCP sockets (ssl: included) get SO_REUSEPORT, so
+    ``hold_again`` can add sockets on the same address."""
     kind, args, kwargs = listen.split_description(listen.normalize(bind))
     chosen = int(kwargs["backlog"]) if "backlog" in kwargs else None
     backlog = default_backlog if chosen is None else chosen
-    if kind in ("tcp", "tcp6"):
-        family = socket.AF_INET if kind == "tcp" else socket.AF_INET6
+    if kind in ("tcp", "tcp6") or (kind == "ssl" and with_tls):
+        # Twisted's ssl: endpoint, and so tls.py's, listens on IPv4 only.
+        family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
         port = int(kwargs.get("port", args[0] if args else 0))
-        interface = kwargs.get("interface", "" if kind == "tcp" else "::")
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does
-            sock.bind((interface, port))
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
+        interface = kwargs.get("interface", "::" if kind == "tcp6" else "")
+        tls = None
+        if kind == "ssl":
+            tls = {k: v for k, v in kwargs.items() if k not in ("port", "interface", "backlog")}
+        sock = _listen_tcp(family, (interface, port), backlog, reuse_port=reuse_port)
         host, real_port = sock.getsockname()[:2]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
-        return Held(sock, f"http://{shown}:{real_port}", backlog=chosen)
+        scheme = "https" if tls is not None else "http"
+        return Held(
+            sock,
+            f"{scheme}://{shown}:{real_port}",
+            backlog=chosen,
+            reuse_port=reuse_port,
+            tls=tls,
+        )
     if kind == "unix":
         path = kwargs.get("address", args[0] if args else "")
         _remove_stale_socket(path)
@@ -71,6 +106,18 @@ def hold(bind: str, default_backlog: int = 2048, default_mode: int = 0o666) -> H
     if kind == "systemd":
         return _activated(int(kwargs.get("index", "0")), chosen)
     return None
+
+
+def hold_again(kept: Held, default_backlog: int = 2048) -> Held:
+    """Another SO_REUSEPORT socket on ``kept``'s address, for another worker slot.
+
+    The kernel spreads new connections over the sockets of one address (a hash of each
+    connection's addresses and ports), each with its own accept queue."""
+    if not kept.reuse_port:
+        return kept  # one socket that every worker shares (unix:, systemd:)
+    backlog = default_backlog if kept.backlog is None else kept.backlog
+    sock = _listen_tcp(kept.sock.family, kept.sock.getsockname(), backlog, reuse_port=True)
+    return Held(sock, kept.address, backlog=kept.backlog, reuse_port=True, tls=kept.tls)
 
 
 def _activated(index: int, backlog: int | None) -> Held:
