@@ -48,6 +48,7 @@ LAYERS: dict[str, set[str]] = {
         "http.file_producer",
         "http.protocol",
         "http.h2_protocol",
+        "http.h2_protocol",
         "listen",
         "reactor",
         "static",
