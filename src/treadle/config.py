@@ -479,33 +479,6 @@ class HTTP2:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class HTTP2:
-    h2c: bool = setting(
-        False,
-        "Speak HTTP/2 without TLS (h2c) too: to clients that start with the HTTP/2 preface "
-        "(prior knowledge) and to a first request with Upgrade: h2c. Over TLS, HTTP/2 is "
-        "always offered by ALPN.",
-        parse=parse_bool,
-        why="h2c is for trusted networks (behind a proxy); nginx and Go leave it off too",
-    )
-    h2_max_concurrent_streams: int = setting(
-        100,
-        "Most HTTP/2 streams (requests) a client may have open at once on one connection "
-        "(SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more is closed with GOAWAY.",
-        parse=parse_count,
-        why="RFC 9113 §6.5.2 recommends no fewer than 100; nginx uses 128, h2o 100",
-    )
-    h2_max_header_list_size: int = setting(
-        64 * KIB,
-        "Largest HTTP/2 header list a client may send, decoded (SETTINGS_MAX_HEADER_LIST_SIZE); "
-        "a larger one closes the connection with GOAWAY. The request limits "
-        "(--max-header-bytes, 431) apply too.",
-        parse=parse_bytes,
-        why="h2's own default; bounds HPACK bombs and CONTINUATION floods",
-    )
-
-
 GROUPS: tuple[tuple[str, type], ...] = (
     ("listen", Listen),
     ("app", App),
@@ -533,7 +506,6 @@ class Config:
     reload: Reload = field(default_factory=Reload)
     workers: Workers = field(default_factory=Workers)
     process: Process = field(default_factory=Process)
-    http2: HTTP2 = field(default_factory=HTTP2)
     http2: HTTP2 = field(default_factory=HTTP2)
 
     @classmethod

@@ -31,8 +31,6 @@ from treadle.hardcancel import HardCanceller
 from treadle.http.exchange import Exchange
 from treadle.http.h2 import H2Limits
 from treadle.http.h2_protocol import H2Support
-from treadle.http.h2 import H2Limits
-from treadle.http.h2_protocol import H2Support
 from treadle.http.protocol import HTTPFactory
 from treadle.pool import ThreadPool
 from treadle.stats import Stats

@@ -48,7 +48,6 @@ LAYERS: dict[str, set[str]] = {
         "http.file_producer",
         "http.protocol",
         "http.h2_protocol",
-        "http.h2_protocol",
         "listen",
         "reactor",
         "static",

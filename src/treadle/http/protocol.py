@@ -52,8 +52,6 @@ log = logging.getLogger("treadle")
 IDLE, HEAD, BODY, APP, CLOSED = "idle", "head", "body", "app", "closed"
 # The connection speaks HTTP/2: an H2Channel (http/h2_protocol.py) has taken it over.
 H2 = "h2"
-# The connection speaks HTTP/2: an H2Channel (http/h2_protocol.py) has taken it over.
-H2 = "h2"
 
 SEND_LIMIT_BYTES = 4 * 1024 * 1024
 FIRST_REQUEST_GRACE_S = 2.0
@@ -276,9 +274,6 @@ class HTTPChannel(Protocol):
         # The connection's first bytes while it may turn out to speak HTTP/2 (None: HTTP/1.1).
         self.first: bytes | None = b"" if factory.h2 is not None else None
         self.h2: Any = None  # the H2Channel that took the connection over
-        # The connection's first bytes while it may turn out to speak HTTP/2 (None: HTTP/1.1).
-        self.first: bytes | None = b"" if factory.h2 is not None else None
-        self.h2: Any = None  # the H2Channel that took the connection over
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -313,8 +308,6 @@ class HTTPChannel(Protocol):
         current, self.current = self.current, None
         if current is not None:
             current.connection_lost()
-        if self.h2 is not None:
-            self.h2.connection_lost()
         if self.h2 is not None:
             self.h2.connection_lost()
         if self.factory.on_quiet is not None:
