@@ -479,6 +479,58 @@ class HTTP2:
     )
 
 
+CLIENT_CERT_MODES = ("none", "optional", "required")
+
+
+@dataclass(frozen=True, slots=True)
+class TLS:
+    certfile: str | None = setting(
+        None,
+        "Serve TLS on every tcp bind (as gunicorn does) with this PEM certificate; the chain "
+        "may follow it in the file (certbot's fullchain.pem). The key is --keyfile, else "
+        "this file. Re-read on SIGHUP (docs/tls.md).",
+        parse=parse_optional_str,
+        metavar="PATH",
+    )
+    keyfile: str | None = setting(
+        None,
+        "The unencrypted PEM private key of --certfile.",
+        parse=parse_optional_str,
+        metavar="PATH",
+        shown_default="the --certfile",
+    )
+    cert_dir: str | None = setting(
+        None,
+        "SNI: a directory of certificate/key pairs (NAME.crt with NAME.key, or certbot's "
+        "NAME/fullchain.pem with NAME/privkey.pem); each connection gets the pair whose "
+        "certificate names the host the client asked for (wildcards too), else the default "
+        "pair (--certfile, or the one named default). Turns every tcp bind into TLS.",
+        parse=parse_optional_str,
+        metavar="DIR",
+    )
+    client_ca: str | None = setting(
+        None,
+        "PEM file of the CA certificates that client certificates must chain to "
+        "(with --client-cert optional or required).",
+        parse=parse_optional_str,
+        metavar="PATH",
+        aliases=("--ca-certs",),
+    )
+    client_cert: str = setting(
+        "none",
+        "Ask TLS clients for a certificate: none; optional (a client without one is served, "
+        "one with a bad one is refused); required (the handshake fails without one). The "
+        "verified subject and certificate reach the app as SSL_CLIENT_S_DN and "
+        "SSL_CLIENT_CERT (docs/tls.md).",
+        choices=CLIENT_CERT_MODES,
+        metavar="none|optional|required",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Do tcp binds serve TLS (--certfile or --cert-dir)?"""
+        return self.certfile is not None or self.cert_dir is not None
+
 GROUPS: tuple[tuple[str, type], ...] = (
     ("listen", Listen),
     ("app", App),
@@ -489,6 +541,7 @@ GROUPS: tuple[tuple[str, type], ...] = (
     ("reload", Reload),
     ("workers", Workers),
     ("process", Process),
+    ("tls", TLS),
     ("http2", HTTP2),
 )
 
@@ -506,6 +559,7 @@ class Config:
     reload: Reload = field(default_factory=Reload)
     workers: Workers = field(default_factory=Workers)
     process: Process = field(default_factory=Process)
+    tls: TLS = field(default_factory=TLS)
     http2: HTTP2 = field(default_factory=HTTP2)
 
     @classmethod
@@ -545,6 +599,7 @@ class Config:
             raise ConfigError("--workers must be at least 1")
         if self.reload.reload and self.supervised():
             raise ConfigError("--reload runs one worker: leave out --workers and --max-requests")
+        self._validate_tls()
         if not self.listen.bind:
             raise ConfigError("at least one --bind is needed")
         prefix = self.app.script_name
@@ -563,6 +618,16 @@ class Config:
             # gunicorn's --limit-request-line 0 means "no limit": never map it to "refuse all".
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1 (treadle has no unlimited setting)")
+    def _validate_tls(self) -> None:
+        tls = self.tls
+        if tls.keyfile is not None and tls.certfile is None:
+            raise ConfigError("--keyfile needs --certfile (the certificate it belongs to)")
+        if tls.client_cert != "none" and tls.client_ca is None:
+            raise ConfigError(
+                f"--client-cert {tls.client_cert} needs --client-ca (the CAs to verify with)"
+            )
+        if tls.client_ca is not None and tls.client_cert == "none":
+            raise ConfigError("--client-ca (--ca-certs) needs --client-cert optional or required")
 
 
 def iter_settings() -> Iterator[tuple[str, dataclasses.Field[Any]]]:

@@ -129,8 +129,9 @@ class Server:
         # Endpoints are made now, before the reactor runs: a bad bind or an unreadable TLS
         # key or certificate fails at start with one line (ConfigError), not in the loop.
         backlog = config.listen.backlog
+        tls = config.tls
         self.endpoints = [
-            (listen.endpoint(reactor, bind, backlog), listen.scheme(bind))
+            (listen.endpoint(reactor, bind, backlog, tls), listen.scheme(bind, tls))
             for bind in config.listen.bind
         ]
         self.ports: list[Any] = []
@@ -226,6 +227,26 @@ class Server:
         if self.lean_reactor:
             self.reactor.remove_drain(self.outbox.drain_pending)
             self.reactor.set_idle_spin(0.0)
+
+    def tls_endpoints(self) -> list[Any]:
+        """The listeners whose certificates can be re-read (tls.TLSServerEndpoint)."""
+        return [endpoint for endpoint, _ in self.endpoints if hasattr(endpoint, "reload")]
+
+    def reload_certificates(self) -> None:
+        """Reactor thread, on SIGHUP: every TLS listener reads its certificate files again.
+
+        New handshakes get the new certificates; open connections keep theirs. If a file is
+        bad, that listener keeps its old certificates and the error is logged.
+        """
+        failed = 0
+        for endpoint in self.tls_endpoints():
+            try:
+                endpoint.reload()
+            except ConfigError as error:
+                failed += 1
+                log.error("SIGHUP: certificates not re-read, the old ones stay: %s", error)
+        if not failed:
+            log.info("SIGHUP: TLS certificates re-read")
 
     def interrupt(self) -> None:
         """Reactor thread, on SIGINT (Ctrl-C). With --reload the server stops at once, as
@@ -324,6 +345,14 @@ def catch_sigint(handler: Callable[[], None]) -> None:
         log.debug("SIGINT left to the program that runs the reactor")
 
 
+def catch_signal(signum: int, handler: Callable[[], None]) -> None:
+    """Main thread: ``signum`` calls ``handler`` (which must only hand over to the reactor)."""
+    try:
+        signal.signal(signum, lambda _signum, _frame: handler())
+    except ValueError:  # not the main thread: whoever runs the reactor owns the signals
+        log.debug("signal %d left to the program that runs the reactor", signum)
+
+
 def run(
     app: WSGIApp,
     config: Config,
@@ -356,6 +385,10 @@ def run(
 
     def begin() -> None:
         catch_sigint(lambda: reactor.callFromThread(server.interrupt))
+        if server.tls_endpoints():
+            # One process: SIGHUP re-reads the certificates (the supervisor's SIGHUP replaces
+            # its workers instead, and they read them afresh); see docs/tls.md.
+            catch_signal(signal.SIGHUP, lambda: reactor.callFromThread(server.reload_certificates))
         started = defer.Deferred.fromCoroutine(server.start())
         if on_started is not None:
             started.addCallback(lambda _addresses: on_started(server))

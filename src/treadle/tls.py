@@ -1,9 +1,10 @@
-"""TLS for ``ssl:`` binds: certificate files -> a server context with ALPN and TLS 1.2 minimum.
+"""TLS listeners: ``ssl:`` binds and tcp binds under --certfile/--cert-dir, with ALPN.
 
 Reactor layer: Twisted's TLS machinery and pyOpenSSL only (imported by listen.py only
-when an ``ssl:`` bind is used, so plain HTTP needs neither). It reads the key and
-certificate files once, at start-up, and turns every problem with them into one
-ConfigError line. It must not know about HTTP framing or the WSGI side.
+when TLS is used, so plain HTTP needs neither). The certificates (files, SNI, client
+certificates, reload) are tls_sni.py's and tls_certs.py's; this module wraps a TCP
+endpoint with them and chooses the protocol. It must not know about HTTP framing or
+the WSGI side.
 
 Why not Twisted's own ``ssl:`` parser: its context answers every client that offers
 ALPN (curl, browsers) with an "internal error" alert when the listening factory names no
@@ -16,36 +17,25 @@ waiting for the client's close_notify.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.ssl import CertificateOptions, DiffieHellmanParameters, TLSVersion
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from treadle.config import TLS
 from treadle.errors import ConfigError
+from treadle.tls_certs import CertificateFiles
+from treadle.tls_environ import connection_environ
+from treadle.tls_sni import Certificates, Sources
 
 # What the server speaks after the handshake, in its order of preference (RFC 7301 §3.2:
 # the server chooses): HTTP/2 first, as browsers and curl prefer it too. Which one a
 # connection got is read after the handshake (http/h2_protocol.py, H2Support.wants).
 ALPN_PROTOCOLS: tuple[bytes, ...] = (b"h2", b"http/1.1")
-
-# TLS 1.0 and 1.1 are deprecated (RFC 8996); 1.2 is what Mozilla's "intermediate" profile,
-# nginx and Caddy accept at the least.
-MINIMUM_VERSION = TLSVersion.TLSv1_2
-
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
-)
 
 # The parameters of an ``ssl:`` endpoint string, as Twisted names them.
 KNOWN_PARAMETERS = (
@@ -69,99 +59,16 @@ def choose_protocol(
     return None
 
 
-@dataclass(frozen=True)
-class CertificateFiles:
-    """Where a listener's key and certificates are; ``certificate`` may hold the chain too."""
-
-    private_key: str
-    certificate: str
-    extra_chain: str | None = None
-    dh_parameters: str | None = None
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read the TLS {what} {path!r}: {error.strerror}") from None
-
-
-def _certificates(path: str, what: str) -> list[x509.Certificate]:
-    """Every certificate in a PEM file, in file order (a leaf, then its chain)."""
-    blocks = _PEM_CERTIFICATE.findall(_read(path, what))
-    if not blocks:
-        raise ConfigError(f"the TLS {what} {path!r} holds no PEM certificate")
-    try:
-        return [x509.load_pem_x509_certificate(block) for block in blocks]
-    except ValueError:
-        raise ConfigError(f"the TLS {what} {path!r} holds a damaged certificate") from None
-
-
-def _private_key(path: str) -> Any:
-    data = _read(path, "private key")
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except TypeError:  # cryptography's word for "this key is encrypted"
-        raise ConfigError(
-            f"the TLS private key {path!r} is encrypted: treadle needs it unencrypted "
-            "(readable by the server's user only)"
-        ) from None
-    except ValueError:
-        raise ConfigError(f"the TLS private key {path!r} holds no PEM private key") from None
-
-
-def _public_der(key: Any) -> bytes:
-    return bytes(
-        key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-
-
-def certificate_options(files: CertificateFiles) -> CertificateOptions:
-    """Read the files and check that the key fits the certificate; ConfigError if not."""
-    key = _private_key(files.private_key)
-    leaf, *chain = _certificates(files.certificate, "certificate")
-    if _public_der(key.public_key()) != _public_der(leaf.public_key()):
-        raise ConfigError(
-            f"the TLS private key {files.private_key!r} does not belong to the certificate "
-            f"{files.certificate!r} (the first certificate in the file must be the server's)"
-        )
-    if files.extra_chain is not None:
-        chain += _certificates(files.extra_chain, "certificate chain")
-    dh = None
-    if files.dh_parameters is not None:
-        _read(files.dh_parameters, "DH parameters")
-        dh = DiffieHellmanParameters.fromFile(FilePath(files.dh_parameters))
-    options = CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),
-        certificate=crypto.X509.from_cryptography(leaf),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain] or None,
-        dhParameters=dh,
-        raiseMinimumTo=MINIMUM_VERSION,
-        # Resumption by ticket (RFC 8446 §2.2, RFC 5077): a returning client skips the
-        # certificate signature. Keys are per process and per start, so no key file to guard.
-        enableSessionTickets=True,
-    )
-    try:
-        options.getContext()  # loads key and certificates into OpenSSL now, not per connection
-    except SSL.Error as error:
-        raise ConfigError(
-            f"OpenSSL refused the TLS key, certificates or DH parameters of "
-            f"{files.certificate!r}: {error}"
-        ) from None
-    return options
-
-
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """Makes each accepted connection's TLS state from one shared, prepared context."""
 
-    def __init__(self, options: CertificateOptions, protocols: Sequence[bytes] = ALPN_PROTOCOLS):
+    def __init__(self, certificates: Certificates, protocols: Sequence[bytes] = ALPN_PROTOCOLS):
         self.protocols = tuple(protocols)
-        self.context = options.getContext()
-        # Replaces the callback Twisted installed (see the module docstring).
-        self.context.set_alpn_select_callback(self._select)
+        self.certificates = certificates
+        # Replaces the callback Twisted installed (see the module docstring), on every context
+        # of the listener (one per SNI certificate) and of each reload (tls_sni.py).
+        certificates.prepare(lambda context: context.set_alpn_select_callback(self._select))
 
     def _select(self, connection: SSL.Connection, offered: list[bytes]) -> Any:
         """OpenSSL's ALPN callback (reactor thread, during the handshake)."""
@@ -172,10 +79,20 @@ class ServerTLS:
         return SSL.NO_OVERLAPPING_PROTOCOLS if chosen is None else chosen
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802, N803
-        return SSL.Connection(self.context, None)
+        # The current set's default context; the server-name callback may switch it.
+        return SSL.Connection(self.certificates.front, None)
 
 
-def ssl_endpoint(reactor: Any, args: Sequence[str], params: dict[str, str]) -> Any:
+def sources(default: CertificateFiles | None, settings: TLS | None) -> Sources:
+    """A listener's certificate sources: its own files plus the --cert-dir and --client-*."""
+    if settings is None:
+        return Sources(default)
+    return Sources(default, settings.cert_dir, settings.client_ca, settings.client_cert)
+
+
+def ssl_endpoint(
+    reactor: Any, args: Sequence[str], params: dict[str, str], settings: TLS | None = None
+) -> Any:
     """``ssl:PORT:privateKey=...:certKey=...`` split into args and params -> an endpoint."""
     unknown = sorted(set(params) - set(KNOWN_PARAMETERS))
     if unknown:
@@ -198,7 +115,17 @@ def ssl_endpoint(reactor: Any, args: Sequence[str], params: dict[str, str]) -> A
     tcp = TCP4ServerEndpoint(
         reactor, int(port_text), backlog=int(backlog), interface=params.get("interface", "")
     )
-    return TLSServerEndpoint(tcp, ServerTLS(certificate_options(files)))
+    return TLSServerEndpoint(tcp, ServerTLS(Certificates(sources(files, settings))))
+
+
+def settings_endpoint(plain: Any, settings: TLS) -> Any:
+    """A tcp bind made TLS by --certfile/--keyfile or --cert-dir (gunicorn's shorthands)."""
+    default = None
+    if settings.certfile is not None:
+        default = CertificateFiles(
+            private_key=settings.keyfile or settings.certfile, certificate=settings.certfile
+        )
+    return TLSServerEndpoint(plain, ServerTLS(Certificates(sources(default, settings))))
 
 
 class TLSServerEndpoint:
@@ -214,6 +141,11 @@ class TLSServerEndpoint:
         self.tcp = tcp
         self.creator = creator
 
+    def reload(self) -> None:
+        """Re-read the certificate files: new handshakes get them, open connections keep
+        theirs. Reactor thread; ConfigError (the old certificates stay) if one is bad."""
+        self.creator.certificates.reload()
+
     def listen(self, factory: Any) -> Any:
         wrapping = TLSMemoryBIOFactory(self.creator, False, factory)
         wrapping.protocol = ServerTLSConnection  # not Twisted's write-buffering subclass
@@ -222,6 +154,11 @@ class TLSServerEndpoint:
 
 class ServerTLSConnection(TLSMemoryBIOProtocol):
     """A server's TLS connection: closing it sends close_notify, then closes the socket."""
+
+    def tls_environ(self) -> dict[str, str]:
+        """The SSL_* environ keys of this connection (tls_environ.py); reactor thread, once
+        the handshake is over (the first request has arrived)."""
+        return connection_environ(self.getHandle())
 
     def loseConnection(self) -> None:  # noqa: N802 - Twisted's name
         """Close after what was written: close_notify, then TCP's close.

@@ -243,7 +243,7 @@ class OverLimit(Protocol):
 
 # Not IHalfCloseableProtocol on purpose: a client's FIN while its request runs means
 # it went away (as nginx treats it), and the request is cancelled.
-@implementer(interfaces.IPushProducer)
+@implementer(interfaces.IPushProducer, interfaces.IHandshakeListener)
 class HTTPChannel(Protocol):
     """One HTTP/1.1 connection."""
 
@@ -271,6 +271,8 @@ class HTTPChannel(Protocol):
         self.local: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
         self.peer_text = "-"
+        # SSL_* environ keys of a TLS connection (tls_environ.py), once its handshake is over.
+        self.tls_environ: dict[str, str] | None = None
         # The connection's first bytes while it may turn out to speak HTTP/2 (None: HTTP/1.1).
         self.first: bytes | None = b"" if factory.h2 is not None else None
         self.h2: Any = None  # the H2Channel that took the connection over
@@ -296,6 +298,10 @@ class HTTPChannel(Protocol):
         transport.registerProducer(self, True)
         if factory.draining:
             self.close()
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted's name
+        """The TLS handshake is over (before any request): read what the app may see of it."""
+        self.tls_environ = self.transport.tls_environ()  # tls.ServerTLSConnection
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.state = CLOSED
