@@ -105,13 +105,15 @@ def setting(
     why: str = "",
     aliases: tuple[str, ...] = (),
     shown_default: str | None = None,
+    env_aliases: tuple[str, ...] = (),
 ) -> Any:
     """A dataclass field for one setting. ``why`` says where the default comes from.
 
     ``aliases`` are other spellings of the flag with the same meaning (gunicorn's ``-b``
     for --bind); they are accepted on the command line and listed in docs/settings.md.
     ``shown_default`` replaces the default's value in --help and the docs where the raw
-    value says nothing (None meaning "stderr").
+    value says nothing (None meaning "stderr"). ``env_aliases`` are environment
+    variables read when the ``TREADLE_*`` one is unset (gunicorn's FORWARDED_ALLOW_IPS).
     """
     meta = {
         "help": help,
@@ -123,6 +125,7 @@ def setting(
         "why": why,
         "aliases": tuple(aliases),
         "shown_default": shown_default,
+        "env_aliases": tuple(env_aliases),
     }
     if isinstance(default, list | dict | set):
         raise TypeError("use a tuple for repeatable settings")
@@ -531,6 +534,50 @@ class TLS:
         """Do tcp binds serve TLS (--certfile or --cert-dir)?"""
         return self.certfile is not None or self.cert_dir is not None
 
+def parse_allow_ips(text: str) -> str:
+    """``--forwarded-allow-ips``: checked now (a bad entry fails at start), kept as text."""
+    from treadle.http.forwarded import parse_allow_ips as check
+
+    check(text)
+    return ",".join(entry.strip() for entry in text.split(",") if entry.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1,::1",
+        "Peers whose proxy headers are believed: comma-separated IP addresses and CIDR "
+        "networks, or * for any. From them, X-Forwarded-For (the right-most address that is "
+        "not itself one of these proxies) sets REMOTE_ADDR and X-Forwarded-Proto sets "
+        "wsgi.url_scheme; from anyone else the headers reach the app untouched and change "
+        "nothing. A unix socket's peer is always trusted. Empty turns this off "
+        "(docs/deploy.md, Behind a proxy).",
+        parse=parse_allow_ips,
+        metavar="IPS",
+        env_aliases=("FORWARDED_ALLOW_IPS",),
+        why="gunicorn's (older releases: 127.0.0.1 only); uvicorn trusts 127.0.0.1 too: a proxy "
+        "on the same host works without a setting",
+    )
+    forwarded_headers: str = setting(
+        "x-forwarded",
+        "Which proxy headers the --forwarded-allow-ips peers send: x-forwarded "
+        "(X-Forwarded-For and X-Forwarded-Proto: nginx, HAProxy's option forwardfor, most "
+        "balancers) or forwarded (RFC 7239 Forwarded: for= and proto=). Only one kind is "
+        "read, so a client cannot pass the other kind through a proxy that does not set it.",
+        choices=("x-forwarded", "forwarded"),
+        metavar="x-forwarded|forwarded",
+    )
+    proxy_protocol: bool = setting(
+        False,
+        "Every connection starts with a PROXY protocol header (v1 or v2, HAProxy's send-proxy "
+        "and send-proxy-v2): its source address becomes REMOTE_ADDR. A connection without a "
+        "valid header is closed with one log line. Before TLS on ssl: binds. Only for "
+        "listeners that nothing but the proxy can reach.",
+        parse=parse_bool,
+        why="gunicorn's --proxy-protocol is off by default too",
+    )
+
+
 GROUPS: tuple[tuple[str, type], ...] = (
     ("listen", Listen),
     ("app", App),
@@ -541,6 +588,7 @@ GROUPS: tuple[tuple[str, type], ...] = (
     ("reload", Reload),
     ("workers", Workers),
     ("process", Process),
+    ("proxy", Proxy),
     ("tls", TLS),
     ("http2", HTTP2),
 )
@@ -559,6 +607,7 @@ class Config:
     reload: Reload = field(default_factory=Reload)
     workers: Workers = field(default_factory=Workers)
     process: Process = field(default_factory=Process)
+    proxy: Proxy = field(default_factory=Proxy)
     tls: TLS = field(default_factory=TLS)
     http2: HTTP2 = field(default_factory=HTTP2)
 
@@ -600,6 +649,7 @@ class Config:
         if self.reload.reload and self.supervised():
             raise ConfigError("--reload runs one worker: leave out --workers and --max-requests")
         self._validate_tls()
+        parse_allow_ips(self.proxy.forwarded_allow_ips)  # from Django or serve(): unparsed
         if not self.listen.bind:
             raise ConfigError("at least one --bind is needed")
         prefix = self.app.script_name
@@ -665,7 +715,12 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
     environ = os.environ if environ is None else environ
     found: dict[str, Any] = {}
     for _, spec in iter_settings():
-        text = environ.get(env_of(spec))
+        variable = env_of(spec)
+        text = environ.get(variable)
+        for alias in spec.metadata.get("env_aliases", ()):
+            if text is not None:
+                break
+            variable, text = alias, environ.get(alias)
         if text is None:
             continue
         try:
@@ -674,7 +729,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
             else:
                 found[spec.name] = parse_value(spec, text)
         except ConfigError as error:
-            raise ConfigError(f"{env_of(spec)}: {error}") from None
+            raise ConfigError(f"{variable}: {error}") from None
     return found
 
 

@@ -73,7 +73,12 @@ REFUSED: tuple[tuple[str, tuple[str, ...], str], ...] = (
         ("--do-handshake-on-connect", "--suppress-ragged-eofs", "--ssl-context"),
         "not needed: the reactor runs the TLS handshake (docs/tls.md)",
     ),
-    ("gunicorn", ("--forwarded-allow-ips", "--proxy-allow-from", "--proxy-protocol"), NOT_YET),
+    (
+        "gunicorn",
+        ("--proxy-allow-from",),
+        "with --proxy-protocol every connection must start with a PROXY header, from any "
+        "peer: bind that listener where only the proxy can reach it (docs/deploy.md)",
+    ),
     ("gunicorn", ("--chdir",), "change directory before starting treadle"),
     ("gunicorn", ("-e", "--env"), "set environment variables before starting treadle"),
     (
@@ -86,7 +91,12 @@ REFUSED: tuple[tuple[str, tuple[str, ...], str], ...] = (
         ("--listen", "--host", "--port", "--unix-socket"),
         "use --bind HOST:PORT or --bind unix:PATH (repeatable)",
     ),
-    ("waitress", ("--trusted-proxy",), NOT_YET),
+    (
+        "waitress",
+        ("--trusted-proxy", "--trusted-proxy-count", "--trusted-proxy-headers"),
+        "use --forwarded-allow-ips IPS (addresses or CIDR networks; every proxy in the "
+        "chain is listed, not counted) and --forwarded-headers x-forwarded or forwarded",
+    ),
 )
 
 

@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, fdesc, tcp, unix
@@ -234,6 +235,31 @@ def _adopted_tls_endpoint(
     )
     tls_endpoint.tcp = AdoptedEndpoint(reactor, int(args[0]), family, chosen)
     return tls_endpoint
+
+
+class WrappedEndpoint:
+    """An endpoint whose listening factory is wrapped first (``wrap(factory)``)."""
+
+    def __init__(self, endpoint: Any, wrap: Callable[[Any], Any]) -> None:
+        self.endpoint = endpoint
+        self.wrap = wrap
+
+    def listen(self, factory: Any) -> Any:
+        return self.endpoint.listen(self.wrap(factory))
+
+
+def wrapped_beneath_tls(endpoint: Any, wrap: Callable[[Any], Any]) -> Any:
+    """``endpoint`` with ``wrap`` around its factory, under TLS when it has TLS.
+
+    For the PROXY protocol (proxied.py): the proxy sends its header in clear before the
+    client's TLS bytes, so the header reader sits between TCP and TLS. tls.py's endpoints
+    keep their TCP endpoint in ``.tcp`` and wrap TLS around whatever it accepts.
+    """
+    tcp = getattr(endpoint, "tcp", None)
+    if tcp is not None:
+        endpoint.tcp = WrappedEndpoint(tcp, wrap)
+        return endpoint
+    return WrappedEndpoint(endpoint, wrap)
 
 
 def describe(port: Any, scheme: str = "http") -> str:

@@ -28,6 +28,7 @@ from treadle.deadlines import Deadlines
 from treadle.dispatch import Dispatcher
 from treadle.errors import ConfigError
 from treadle.hardcancel import HardCanceller
+from treadle.http import forwarded
 from treadle.http.exchange import Exchange
 from treadle.http.h2 import H2Limits
 from treadle.http.h2_protocol import H2Support
@@ -102,10 +103,17 @@ class Server:
         self.access_log = (
             AccessLog(config.logging.access_log_format) if config.logging.access_log else None
         )
+        # Proxy headers from --forwarded-allow-ips peers set each exchange's peer and scheme
+        # before it is routed (the access log and the environ both see them); with the
+        # setting empty, nothing is added per request.
+        proxy_headers = forwarded.from_settings(
+            config.proxy.forwarded_allow_ips, config.proxy.forwarded_headers
+        )
+        dispatch = self.dispatcher if proxy_headers is None else proxy_headers.wrap(self.dispatcher)
         self.factory = HTTPFactory(
             config,
             deadlines=self.deadlines,
-            dispatch=self.dispatcher,
+            dispatch=dispatch,
             bodies=bodies,
             records=RequestRecord,
             on_finished=self._finished,
@@ -134,6 +142,18 @@ class Server:
             (listen.endpoint(reactor, bind, backlog, tls), listen.scheme(bind, tls))
             for bind in config.listen.bind
         ]
+        if config.proxy.proxy_protocol:
+            from treadle.proxied import ProxiedFactory
+
+            header_timeout_s = config.timeouts.header_timeout_s
+
+            def read_proxy_header(factory: Any) -> Any:
+                return ProxiedFactory(factory, clock=reactor, timeout_s=header_timeout_s)
+
+            self.endpoints = [
+                (listen.wrapped_beneath_tls(endpoint, read_proxy_header), scheme)
+                for endpoint, scheme in self.endpoints
+            ]
         self.ports: list[Any] = []
         self.addresses: list[str] = []
         self._stopping = False

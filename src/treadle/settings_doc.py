@@ -110,7 +110,8 @@ def render_settings_markdown() -> str:
             if aliases_of(spec):
                 spellings = ", ".join(f"`{alias}`" for alias in aliases_of(spec))
                 lines.append(f"- also accepted: {spellings}")
-            lines.append(f"- environment: `{env_of(spec)}`")
+            variables = [env_of(spec), *spec.metadata.get("env_aliases", ())]
+            lines.append("- environment: " + ", ".join(f"`{name}`" for name in variables))
             why = f" ({meta['why']})" if meta["why"] else ""
             lines.append(f"- default: `{shown_default(spec)}`{why}")
             if meta["choices"]:

@@ -196,7 +196,8 @@ def build_environ(
 
     if peer is not None:
         environ["REMOTE_ADDR"] = peer[0]
-        environ["REMOTE_PORT"] = str(peer[1])
+        # Port 0: a proxy header named the client without its port (http/forwarded.py).
+        environ["REMOTE_PORT"] = str(peer[1]) if peer[1] else ""
     else:
         environ["REMOTE_ADDR"] = environ["REMOTE_PORT"] = ""
 
