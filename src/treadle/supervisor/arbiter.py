@@ -64,6 +64,10 @@ class Arbiter(Loop):
         self.slots: dict[int, list[Held]] = {0: list(held)}
         self.start_timeout_s = config.workers.worker_start_timeout_s
         self.reload_from: int | None = None  # the generation a SIGHUP replaces, until it is done
+        # The newest generation ever started. A failed reload goes back to the old
+        # generation, and the next SIGHUP must not reuse the failed one's number: a worker
+        # of the failed code still starting would count as the new code's and fail it too.
+        self.newest_generation = self.generation
         self.quick = False
         self.announced: tuple[int, ...] = ()
         timeouts = config.timeouts
@@ -354,7 +358,8 @@ class Arbiter(Loop):
         )
         sdnotify.reloading(f"reloading: starting {self.count} new workers")
         self.reload_from = self.generation if self.reload_from is None else self.reload_from
-        self.generation += 1
+        self.newest_generation += 1
+        self.generation = self.newest_generation
 
     def on_more(self) -> None:
         self.count += 1
