@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 from typing import Any
 
 from twisted.logger import Logger, LogLevel
@@ -105,6 +106,16 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self.settings: dict[str, Any] = {}
+
+    def parseOptions(self, options: Any = None) -> None:
+        # twistd before Twisted 24.x printed a usage error and exited 0 (`twistd treadle
+        # --threads many && echo started` said started); stop with status 2 on every
+        # version, as `treadle serve` does, with twistd's own message.
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            sys.stderr.write(f"twistd treadle: error: {error} (see: twistd treadle --help)\n")
+            raise SystemExit(2) from None
 
     def postOptions(self) -> None:
         if not self["app"]:
