@@ -648,6 +648,13 @@ class Config:
             raise ConfigError("--workers must be at least 1")
         if self.reload.reload and self.supervised():
             raise ConfigError("--reload runs one worker: leave out --workers and --max-requests")
+        process = self.process
+        if self.reload.reload and (process.pid_file or process.user or process.group
+                                   or process.umask is not None):  # fmt: skip
+            raise ConfigError(
+                "--pid-file, --user, --group and --umask are for production; the development "
+                "reloader applies none of them: leave them out, or turn reload off"
+            )
         self._validate_tls()
         parse_allow_ips(self.proxy.forwarded_allow_ips)  # from Django or serve(): unparsed
         if not self.listen.bind:

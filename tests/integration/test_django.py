@@ -98,6 +98,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     }
     env = {k: v for k, v in env.items() if not k.startswith("TREADLE_")}
     prepare_site(root, env)
+    # A settings module naming a WSGI application that cannot be imported.
+    (root / "djangosite" / "settings_missing_wsgi.py").write_text(
+        "from djangosite.settings import *  # noqa: F403\nWSGI_APPLICATION = 'no_such.wsgi.app'\n"
+    )
     # Known to the staticfiles finders but never collected: only DEBUG/--insecure serve it.
     (root / "library" / "static" / "library" / "late.txt").write_text("found by the finders\n")
     return Site(root, env)
@@ -212,9 +216,59 @@ def test_abbreviated_flag_is_refused_with_a_guess(site: Site) -> None:
     assert "Listening at" not in result.stderr + result.stdout
 
 
-def test_workers_flag_is_not_offered_until_the_command_runs_the_supervisor(site: Site) -> None:
-    result = site.refused("--workers", "2")
-    assert "unrecognized argument: --workers" in result.stderr
+WORKERS_READY = re.compile(
+    r"2 workers ready at http://127\.0\.0\.1:(\d+) .*worker pids (\d+), (\d+)\)"
+)
+
+
+def test_workers_run_under_the_supervisor_with_a_pid_file(site: Site, tmp_path: Path) -> None:
+    pid_file = tmp_path / "treadle.pid"
+    # No --noreload: asking for workers turns the development reloader off.
+    server = site.manage("server", "127.0.0.1:0", "--workers", "2", "--pid-file", str(pid_file))
+    try:
+        line = server.wait_for_line(lambda text: WORKERS_READY.search(text) is not None, 60)
+        match = WORKERS_READY.search(line)
+        assert match is not None
+        port, workers = int(match[1]), {int(match[2]), int(match[3])}
+        # Each worker ran the command (system checks, the WSGI app) and listens on the port.
+        for pid in workers:
+            server.wait_for_line(f"Listening at: http://127.0.0.1:{port} (pid {pid},")
+        assert int(pid_file.read_text()) == server.proc.pid  # the supervisor's
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_S)
+        connection.request("GET", "/admin/login/")
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        stop(server)
+    assert not pid_file.exists()
+
+
+def test_a_worker_that_cannot_load_the_project_stops_the_supervisor(site: Site) -> None:
+    server = site.manage(
+        "server", "127.0.0.1:0", "--workers", "2",
+        extra_env={"DJANGO_SETTINGS_MODULE": "djangosite.settings_missing_wsgi"},
+    )  # fmt: skip
+    settings = site.root / "djangosite" / "settings_missing_wsgi.py"
+    assert settings.exists(), "made by the site fixture"
+    assert server.proc.wait(60) == 3, server.output
+    assert "could not start (exit status 3" in server.output
+    assert "replacing" not in server.output
+
+
+def test_user_group_and_umask_are_not_offered(site: Site) -> None:
+    for flag in ("--user", "--group", "--umask"):
+        result = site.refused(flag, "1")
+        assert f"unrecognized argument: {flag}" in result.stderr
+
+
+def test_pid_file_with_the_reloader_is_refused(site: Site, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "server", "127.0.0.1:0", "--pid-file", str(tmp_path / "p")],
+        cwd=site.root, env=site.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "the development reloader applies none of them" in result.stderr
+    assert not (tmp_path / "p").exists()
 
 
 # -- the example site -------------------------------------------------------------------------

@@ -175,3 +175,15 @@ def test_an_ssl_bind_is_held_as_tcp_and_handed_over_with_its_certificates() -> N
         assert listen.scheme(kept.child_bind) == "https"
     finally:
         release([kept])
+
+
+@pytest.mark.parametrize(
+    "process", [{"pid_file": "/tmp/t.pid"}, {"user": "nobody"}, {"group": "0"}, {"umask": "007"}]
+)
+def test_the_reloader_refuses_the_production_process_settings(process: dict) -> None:
+    from treadle.config import Config
+    from treadle.errors import ConfigError
+
+    Config.from_settings(process)  # fine without the reloader
+    with pytest.raises(ConfigError, match="the development reloader applies none of them"):
+        Config.from_settings({"reload": True, **process})

@@ -3,7 +3,9 @@
 Composition layer (Django integration): options -> Config, logging, system checks, static
 mounts, then treadle.server.run with settings.WSGI_APPLICATION. runserver's addrport,
 --noreload, --nostatic and --insecure mean what they mean there; every treadle setting
-is a flag too. It never binds a socket itself and never reimplements reload.
+is a flag too. With --workers N this process is the supervisor (supervisor/arbiter.py) and
+each worker runs this same command line. It never binds a socket itself and never
+reimplements reload or the supervisor.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from treadle.django import devlog
 from treadle.django.config import gather_settings
 from treadle.django.mounts import django_mounts
 from treadle.errors import ConfigError
+from treadle.supervisor import arbiter, child, standalone
 
 log = logging.getLogger("treadle")
 
 MIDDLEWARE = "treadle.django.middleware.TreadleMiddleware"
 # The WSGI app is settings.WSGI_APPLICATION: treadle's --factory has no meaning here.
-# The process supervisor is not wired to this command yet: rather than show --workers and
-# ignore it, it is not offered (`treadle serve mysite.wsgi:application --workers N` is).
-NOT_FLAGS = {"factory", "workers", "max_requests", "max_requests_jitter", "heartbeat_timeout_s"}
+# --user/--group/--umask promise that the app never runs as root, but manage.py has set
+# Django up (settings, every app's ready()) before a command runs: run manage.py as the
+# right user instead (systemd's User=), or use `treadle serve` to drop privileges.
+NOT_FLAGS = {"factory", "user", "group", "umask"}
 
 
 class Command(BaseCommand):
@@ -112,6 +116,8 @@ class Command(BaseCommand):
             if runserver_lines:
                 flat["access_log"] = "-"
                 flat["access_log_format"] = devlog.RUNSERVER_FORMAT
+            if "reload" not in explicit and ({"workers", "max_requests"} & explicit):
+                flat["reload"] = False  # asking for the supervisor is asking for production
             config = Config.from_settings(flat)
             debug_level = treadle_debug_level(os.environ)
         except ConfigError as error:
@@ -129,8 +135,16 @@ class Command(BaseCommand):
                 devlog.show_server_errors()
 
         reloading, no_reload = import_reload()
-        if reloading is not None and reloading.is_child():
-            config = reloading.adopt(config)  # listen on the reload parent's sockets
+        if child.is_child():
+            config = child.adopt(config)  # listen on the reloader's or supervisor's sockets
+        elif config.supervised():
+            setup_logging()
+            # Each worker runs this command line again (Django's own restart arguments).
+            argv = [str(arg) for arg in autoreload.get_child_arguments()]
+            status = arbiter.run_workers(argv, config)
+            if status:
+                raise CommandError("treadle's supervisor stopped (see above)", returncode=status)
+            return
         elif reloading is not None and config.reload.reload:
             # The watching parent never imports the app: a broken app must not end it.
             setup_logging()
@@ -143,7 +157,17 @@ class Command(BaseCommand):
             return
         elif not config.reload.reload:
             no_reload = None
-        status = self.serve(config, options, setup_logging, no_reload)
+        held: list[Any] = []
+        if not child.is_child():
+            try:
+                config, held = standalone.prepare(config)  # --pid-file, systemd: sockets
+            except ConfigError as error:
+                raise CommandError(str(error)) from None
+        try:
+            status = self.serve(config, options, setup_logging, no_reload)
+        finally:
+            if not child.is_child():
+                standalone.finish(config, held)
         if status:
             raise CommandError(
                 "treadle stopped with an error (see the log above)", returncode=status
@@ -162,7 +186,13 @@ class Command(BaseCommand):
         if MIDDLEWARE not in middleware:
             settings.MIDDLEWARE = [MIDDLEWARE, *middleware]
         # basehttp's loader: request_started/finished fire, so DB connections are closed.
-        app = get_internal_wsgi_application()
+        try:
+            app = get_internal_wsgi_application()
+        except Exception as error:
+            if child.is_worker():  # the supervisor stops on this status instead of retrying
+                log.exception("could not load the WSGI application")
+                raise CommandError(str(error), returncode=child.EXIT_APP_LOAD) from error
+            raise
         # After the app: a wsgi.py calling django.setup() applies settings.LOGGING again.
         setup_logging()
         if no_reload:
@@ -184,7 +214,11 @@ class Command(BaseCommand):
             "Starting treadle; quit with CONTROL-C.\n"
         )
         self.stdout.flush()
-        return server.run(app, config, mounts=mounts)
+        if child.is_child():
+            return server.run(app, config, mounts=mounts, on_started=child.on_started)
+        return server.run(
+            app, config, mounts=mounts, on_started=lambda _server: standalone.started(config)
+        )
 
 
 def clashing_settings(parser: CommandParser) -> set[str]:
