@@ -168,7 +168,11 @@ def parse_allow_ips(text: str) -> Trusted | None:
 
 def _split_list(value: str) -> list[str]:
     """A comma-separated header value -> its stripped, non-empty members."""
-    return [member.strip(" \t") for member in value.split(",") if member.strip(" \t")]
+    if "," not in value:
+        value = value.strip(" \t")
+        return [value] if value else []  # one proxy: the usual case
+    members = [member.strip(" \t") for member in value.split(",")]
+    return [member for member in members if member]
 
 
 def _choose(nodes: list[Node], trusted: Trusted) -> int:
@@ -322,11 +326,13 @@ _NAMES = {
 }
 
 
-def _joined(headers: Iterable[tuple[bytes, bytes]], wanted: dict[bytes, str]) -> dict[str, str]:
-    lengths = {len(name) for name in wanted}
+def _joined(
+    headers: Iterable[tuple[bytes, bytes]], wanted: dict[bytes, str], lengths: frozenset[int]
+) -> dict[str, str]:
+    """The wanted headers' values by key, repeated field lines joined (RFC 9110 §5.3)."""
     found: dict[str, str] = {}
     for name, value in headers:
-        if len(name) in lengths:
+        if len(name) in lengths:  # most names are skipped without lower-casing them
             key = wanted.get(name.lower())
             if key is not None:
                 text = value.decode("latin-1")
@@ -343,6 +349,7 @@ class ProxyHeaders:
         self.trusted = trusted
         self.kind = headers
         self.wanted = _NAMES[headers]
+        self.lengths = frozenset(len(name) for name in self.wanted)
 
     def resolve(
         self, headers: Iterable[tuple[bytes, bytes]], peer: Peer, scheme: str
@@ -350,7 +357,7 @@ class ProxyHeaders:
         """(peer, scheme) for a request with ``headers`` that came from ``peer``."""
         if not self.trusted.trusts_peer(peer):
             return peer, scheme
-        found = _joined(headers, self.wanted)
+        found = _joined(headers, self.wanted, self.lengths)
         if not found:
             return peer, scheme
         if self.kind == FORWARDED:
