@@ -8,6 +8,7 @@ listening, reload and process-tree settings are not, since Mongrel2 does the lis
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ NOT_HERE = {"listen", "reload", "workers", "process"}
 # SCRIPT_NAME comes from each request's route (PATTERN), not from a setting.
 NOT_TAKEN = {"script_name"}
 UPLOAD_TIMEOUT_S = 60.0
+# What Mongrel2's handler specs look like: tcp://host:port (host a name, an address, "*"
+# or [IPv6]), ipc://path, inproc://name.
+_SPEC = re.compile(r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.*_-]+):[0-9]{1,5}|(ipc|inproc)://\S+")
 
 
 def excluded_settings() -> list[str]:
@@ -99,6 +103,9 @@ def endpoints_from(namespace: argparse.Namespace) -> Any:
             recv_spec = namespace.recv_spec or default_recv_spec(send_spec)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+    for endpoint in (send_spec, recv_spec):
+        if _SPEC.fullmatch(endpoint) is None:
+            raise ConfigError(f"not a ZeroMQ endpoint: {endpoint!r} (e.g. tcp://127.0.0.1:9997)")
     if upload_dir is not None and not Path(upload_dir).is_dir():
         raise ConfigError(f"--upload-dir: not a directory: {upload_dir}")
     if namespace.upload_timeout <= 0:

@@ -189,13 +189,23 @@ class Mongrel2Server:
             self.reactor.set_idle_spin(self.config.pool.idle_spin_us / 1e6, lambda: pool.all_idle)
         blocking.install(self.reactor)
         self.deadlines.start()
+        self.sockets.on_connected = self._connected
         self.sockets.start()
+        # A safety net once a tick: a ZeroMQ descriptor's edge consumed by another call
+        # would otherwise leave a request waiting until the next message arrives.
+        self.deadlines.on_tick.append(lambda _now: self.sockets.read())
         log.info(
-            "Handling for Mongrel2: requests from %s, responses to %s (pid %d, %d threads)",
-            self.endpoints.send_spec,
+            "Waiting for Mongrel2 to subscribe at %s (pid %d, %d threads)",
             self.endpoints.recv_spec,
             os.getpid(),
             self.config.pool.threads,
+        )
+
+    def _connected(self) -> None:
+        log.info(
+            "Handling for Mongrel2: requests from %s, responses to %s",
+            self.endpoints.send_spec,
+            self.endpoints.recv_spec,
         )
 
     async def stop(self) -> None:

@@ -5,9 +5,11 @@ ZMQ_FD is registered as a reader. That descriptor is edge-triggered in effect: i
 signals that ZeroMQ has work, not that a message waits, so each wake-up (and each
 continuation) reads while ZMQ_EVENTS says POLLIN, at most ``batch`` messages per
 reactor turn so other clients are not starved; more left waiting are read on the next
-turn. Responses go out on a PUB socket with no high-water mark: PUB drops messages
-past it, which would cut responses silently. Messages are handed to ``on_message``
-(channel.Handler.receive); this module knows nothing of HTTP.
+turn. Responses go out on an XPUB socket with no high-water mark: a publisher drops
+messages past it, and drops everything until the subscriber's subscription arrives, so
+the PULL socket is connected only once Mongrel2 has subscribed (XPUB hands us that
+subscription). Messages are handed to ``on_message`` (channel.Handler.receive); this
+module knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -55,10 +57,15 @@ class Mongrel2Sockets:
         self.fd = -1
         self.reading = False
         self.more_scheduled = False
+        self.subscriptions: _Subscriptions | None = None
+        self.on_connected: Callable[[], None] | None = None
 
     def start(self) -> None:
-        """Connect both sockets and start reading (a bad spec raises zmq.ZMQError)."""
-        pub = self.context.socket(zmq.PUB)
+        """Connect the response socket; requests are read once Mongrel2 has subscribed.
+
+        A bad spec raises zmq.ZMQError here.
+        """
+        pub = self.context.socket(zmq.XPUB)
         pub.setsockopt(zmq.SNDHWM, 0)
         pub.setsockopt(zmq.LINGER, LINGER_MS)
         if self.send_ident:
@@ -67,15 +74,32 @@ class Mongrel2Sockets:
         pull.setsockopt(zmq.LINGER, 0)
         try:
             pub.connect(self.recv_spec)
-            pull.connect(self.send_spec)
         except zmq.ZMQError:
             pub.close(0)
             pull.close(0)
             raise
+        # The PULL socket connects once subscribed, not before: even a connection made
+        # and dropped at once (to check the spec) can be handed a request by Mongrel2's
+        # round-robin and lose it. command.py checks the spec's form instead.
         self.pub, self.pull = pub, pull
-        self.fd = int(pull.getsockopt(zmq.FD))
+        self.subscriptions = _Subscriptions(self)
+        self.reactor.addReader(self.subscriptions)
+        self.subscriptions.doRead()
+
+    def subscribed(self) -> None:
+        """Mongrel2's SUB socket has subscribed: responses reach it from now on."""
+        if self.reading or self.pull is None:
+            return
+        try:
+            self.pull.connect(self.send_spec)
+        except zmq.ZMQError as error:
+            log.error("mongrel2: cannot connect to %s: %s", self.send_spec, error)
+            return
+        self.fd = int(self.pull.getsockopt(zmq.FD))
         self.reading = True
         self.reactor.addReader(self)
+        if self.on_connected is not None:
+            self.on_connected()
         self.read()  # messages may be queued already: the descriptor would not say so
 
     def send(self, messages: list[bytes]) -> None:
@@ -92,7 +116,7 @@ class Mongrel2Sockets:
     def read(self) -> None:
         self.more_scheduled = False
         pull = self.pull
-        if pull is None:
+        if pull is None or not self.reading:
             return
         on_message = self.on_message
         for _ in range(self.batch):
@@ -126,6 +150,9 @@ class Mongrel2Sockets:
 
     def close(self) -> None:
         """Stop reading and close; what was published still leaves within the linger."""
+        if self.subscriptions is not None:
+            self.reactor.removeReader(self.subscriptions)
+            self.subscriptions = None
         if self.reading:
             self.reading = False
             self.reactor.removeReader(self)
@@ -145,6 +172,36 @@ class Mongrel2Sockets:
 
     def connectionLost(self, reason: Any) -> None:
         self.reading = False
+
+    def logPrefix(self) -> str:
+        return "mongrel2"
+
+
+@implementer(IReadDescriptor)
+class _Subscriptions:
+    """The XPUB socket's descriptor: (un)subscriptions from Mongrel2, read as they come."""
+
+    def __init__(self, sockets: Mongrel2Sockets) -> None:
+        self.sockets = sockets
+        assert sockets.pub is not None
+        self.pub = sockets.pub
+        self.fd = int(self.pub.getsockopt(zmq.FD))
+
+    def doRead(self) -> None:
+        pub = self.pub
+        while int(pub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                notice = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if notice[:1] == b"\x01":  # a subscription (b"\x00" + topic: one withdrawn)
+                self.sockets.subscribed()
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def connectionLost(self, reason: Any) -> None:
+        """Nothing to do: the sockets close themselves."""
 
     def logPrefix(self) -> str:
         return "mongrel2"

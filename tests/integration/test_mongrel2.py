@@ -1,0 +1,371 @@
+"""treadle behind the real Mongrel2 (Debian's mongrel2-core), started and stopped here.
+
+Integration tier: each module starts one Mongrel2 on free 127.0.0.1 ports from a .conf
+written here (``m2sh load``, then ``m2sh start``), and each test starts ``treadle
+mongrel2`` as a child process and waits for its "Handling for Mongrel2" line. Clients
+are http.client and raw sockets talking to Mongrel2, as a browser would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Running, treadle_command
+
+M2SH = shutil.which("m2sh")
+pytestmark = [
+    pytest.mark.skipif(
+        M2SH is None or shutil.which("mongrel2") is None,
+        reason="Mongrel2 is not installed (apt-get install mongrel2-core)",
+    ),
+    pytest.mark.timeout(120),
+]
+pytest.importorskip("zmq", reason="pyzmq is not installed (pip install 'treadle[mongrel2]')")
+
+SERVER_UUID = "f400bf85-4538-4f7a-8908-67e313d515c2"
+HANDLER_IDENT = "34f9ceee-cd52-4b7f-b197-88bf2f0ec378"
+UPLOAD_LIMIT = 20480  # limits.content_length: bigger bodies become async uploads
+HANDLING = "Handling for Mongrel2"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out on 127.0.0.1 (held together, so all distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+
+
+class Mongrel2:
+    """One Mongrel2 server with one handler routed at /app (PATTERN "/app")."""
+
+    def __init__(self, directory: Path, handlers: int = 1) -> None:
+        self.directory = directory
+        self.port, *specs = free_ports(1 + 2 * handlers)
+        self.send_spec = f"tcp://127.0.0.1:{specs[0]}"
+        self.recv_spec = f"tcp://127.0.0.1:{specs[1]}"
+        self.upload_dir = directory / "uploads"
+        self.upload_dir.mkdir()
+        (directory / "logs").mkdir()
+        self.pid_file = directory / "mongrel2.pid"
+        conf = directory / "test.conf"
+        # chroot "/": as root Mongrel2 chroots, and the upload paths it sends must be the
+        # paths the handler sees.
+        conf.write_text(
+            f"""
+app = Handler(send_spec="{self.send_spec}", send_ident="{HANDLER_IDENT}",
+              recv_spec="{self.recv_spec}", recv_ident="")
+main = Server(
+    uuid="{SERVER_UUID}",
+    access_log="{directory}/logs/access.log",
+    error_log="{directory}/logs/error.log",
+    chroot="/",
+    default_host="localhost",
+    name="test",
+    pid_file="{self.pid_file}",
+    control_port="ipc://{directory}/control",
+    port={self.port},
+    bind_addr="127.0.0.1",
+    hosts=[Host(name="localhost", routes={{"/app": app}})]
+)
+settings = {{"upload.temp_store": "{self.upload_dir}/m2.XXXXXX",
+            "limits.content_length": {UPLOAD_LIMIT}, "server.daemonize": 0}}
+servers = [main]
+"""
+        )
+        self.db = directory / "config.sqlite"
+        subprocess.run(
+            [M2SH, "load", "-config", str(conf), "-db", str(self.db)],
+            cwd=directory,
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        self.log = open(directory / "m2sh.out", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [M2SH, "start", "-db", str(self.db), "-name", "test"],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        # m2sh runs mongrel2 as its child (server.daemonize 0 keeps it there).
+        wait_until(self.listening, 20, "Mongrel2 listening")
+        wait_until(lambda: self.pid() is not None, 20, "Mongrel2's pid file")
+
+    def listening(self) -> bool:
+        assert self.proc.poll() is None, (self.directory / "m2sh.out").read_text()
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def pid(self) -> int | None:
+        try:
+            text = self.pid_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def stop(self) -> None:
+        pid = self.pid()
+        try:
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+            self.proc.wait(15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.kill()
+            self.proc.wait(10)
+        finally:
+            self.log.close()
+
+    def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def mongrel2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mongrel2]:
+    server = Mongrel2(tmp_path_factory.mktemp("mongrel2"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def handler(mongrel2: Mongrel2) -> Iterator[Callable[..., Running]]:
+    """``handler("tests.apps.echo:app", "--threads", "2")`` -> a treadle handler, subscribed."""
+    running: list[Running] = []
+
+    def start(target: str, *args: str) -> Running:
+        command = treadle_command("mongrel2", target, mongrel2.send_spec, mongrel2.recv_spec, *args)
+        child = Running(command)
+        running.append(child)
+        child.wait_for_line(HANDLING, timeout=30)
+        return child
+
+    yield start
+    for child in running:
+        child.kill()
+
+
+def get(mongrel2: Mongrel2, path: str, **kwargs: object) -> tuple[int, dict[str, str], bytes]:
+    conn = mongrel2.connection()
+    try:
+        conn.request(kwargs.pop("method", "GET"), path, **kwargs)  # type: ignore[arg-type]
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_get_and_post(mongrel2: Mongrel2, handler: Callable[..., Running]) -> None:
+    import json
+
+    handler("tests.apps.echo:app")
+    status, headers, body = get(mongrel2, "/app/items?q=%20x&y")
+    assert status == 200
+    info = json.loads(body)
+    assert info["SCRIPT_NAME"] == "/app"
+    assert info["PATH_INFO"] == "/items"
+    assert info["QUERY_STRING"] == "q=%20x&y"
+    assert info["REMOTE_ADDR"] == "127.0.0.1"
+    assert info["SERVER_PORT"] == str(mongrel2.port)
+    assert info["wsgi.url_scheme"] == "http"
+    assert headers["Server"] == "treadle"
+    status, _, body = get(
+        mongrel2,
+        "/app/form",
+        method="POST",
+        body=b"a=1&b=2",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    info = json.loads(body)
+    assert (status, info["REQUEST_METHOD"], info["body_head"]) == (200, "POST", "a=1&b=2")
+    assert info["CONTENT_LENGTH"] == "7"
+
+
+def test_streamed_response_is_chunked_and_head_is_not(
+    mongrel2: Mongrel2, handler: Callable[..., Running]
+) -> None:
+    handler("tests.apps.trickle:app")
+    conn = mongrel2.connection()
+    try:
+        conn.request("HEAD", "/app/t")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("Transfer-Encoding") is None  # never for HEAD
+        assert response.read() == b""
+        # The same connection carries on: the HEAD answer ended where it should.
+        for _ in range(2):
+            conn.request("GET", "/app/t")
+            response = conn.getresponse()
+            assert response.getheader("Transfer-Encoding") == "chunked"
+            assert response.read() == b"first\nsecond\n"
+    finally:
+        conn.close()
+
+
+def test_big_streamed_response(mongrel2: Mongrel2, handler: Callable[..., Running]) -> None:
+    handler("tests.apps.stream:app")
+    status, _, body = get(mongrel2, "/app/s?chunks=400&size=5000")
+    assert status == 200
+    assert body == (b"x" * 4999 + b"\n") * 400
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_http10_response_is_close_delimited(
+    mongrel2: Mongrel2, handler: Callable[..., Running]
+) -> None:
+    handler("tests.apps.trickle:app")
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", mongrel2.port), timeout=20) as sock:
+            sock.sendall(b"GET /app/t HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            data = read_until_eof(sock)  # Mongrel2 closes the connection: the body's end
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"chunked" not in head.lower() and b"content-length" not in head.lower()
+        assert body == b"first\nsecond\n"
+
+
+def test_disconnect_cancels_a_pending_wait(
+    mongrel2: Mongrel2, handler: Callable[..., Running]
+) -> None:
+    child = handler("tests.apps.waiting:forever")
+    sock = socket.create_connection(("127.0.0.1", mongrel2.port), timeout=20)
+    sock.sendall(b"GET /app/forever HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    child.wait_for_line("forever deferred created")
+    sock.close()  # Mongrel2 tells the handler; treadle cancels as for an HTTP disconnect
+    child.wait_for_line("forever deferred cancelled")
+    child.wait_for_line("forever got RequestCancelled")
+    # The handler carries on serving.
+    second = socket.create_connection(("127.0.0.1", mongrel2.port), timeout=20)
+    second.sendall(b"GET /app/forever HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    wait_until(lambda: child.output.count("forever deferred created") == 2, 20, "second request")
+    second.close()
+
+
+def fetch_all(mongrel2: Mongrel2, paths: list[str]) -> list[object]:
+    """GET each path on its own connection at once; each result is (status, body) or the
+    exception the client saw."""
+    results: list[object] = [None] * len(paths)
+
+    def one(index: int, path: str) -> None:
+        try:
+            results[index] = get(mongrel2, path)[::2]
+        except Exception as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(paths)]
+    for thread in threads:
+        thread.start()
+    return results, threads  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_under_load_finishes_requests_in_flight(
+    mongrel2: Mongrel2, handler: Callable[..., Running], sig: int
+) -> None:
+    child = handler("tests.apps.slow:app", "--threads", "4", "--graceful-timeout", "20")
+    results, threads = fetch_all(mongrel2, [f"/app/{n}?s=1" for n in range(8)])
+    wait_until(lambda: child.output.count("slow app start") >= 4, 20, "4 requests running")
+    started = time.monotonic()
+    assert child.stop(sig, timeout=20) == 0
+    assert time.monotonic() - started < 15
+    for thread in threads:
+        thread.join(20)
+    # The four running and the four queued behind them were all in hand: all answered.
+    assert results == [(200, b"done after 1.00\n")] * 8, results
+
+
+def test_graceful_timeout_cuts_off_without_half_made_responses(
+    mongrel2: Mongrel2, handler: Callable[..., Running]
+) -> None:
+    child = handler("tests.apps.slow:app", "--threads", "2", "--graceful-timeout", "1")
+    results, threads = fetch_all(mongrel2, [f"/app/{n}?s=30" for n in range(4)])
+    wait_until(lambda: child.output.count("slow app start") >= 2, 20, "2 requests running")
+    wait_until(lambda: sum(1 for r in results if r is None) == 4, 5, "clients waiting")
+    started = time.monotonic()
+    assert child.stop(signal.SIGTERM, timeout=20) == 0
+    assert time.monotonic() - started < 10  # --graceful-timeout 1, not the app's 30 s
+    for thread in threads:
+        thread.join(20)
+    # Queued ones are told to retry; running ones see their connection close. None gets
+    # a response that looks whole.
+    statuses = [r[0] if isinstance(r, tuple) else type(r).__name__ for r in results]
+    assert statuses.count(503) == 2, results
+    assert all(
+        isinstance(r, (http.client.RemoteDisconnected, ConnectionError)) or r[0] == 503
+        for r in results
+    ), results
+
+
+def test_50_mib_async_upload(mongrel2: Mongrel2, handler: Callable[..., Running]) -> None:
+    handler("tests.apps.digest:app", "--upload-dir", str(mongrel2.upload_dir))
+    block = hashlib.sha256(b"treadle").digest() * 2048  # 64 KiB, not all one byte
+    body = block * 800  # 50 MiB
+    status, _, answer = get(mongrel2, "/app/upload", method="POST", body=body)
+    assert status == 200
+    assert answer == f"{len(body)} {hashlib.sha256(body).hexdigest()}\n".encode()
+    # Read through its descriptor and unlinked at once: nothing left behind.
+    assert list(mongrel2.upload_dir.iterdir()) == []
+
+
+def test_forged_upload_notices_get_400_and_files_are_left_alone(
+    mongrel2: Mongrel2, handler: Callable[..., Running], tmp_path: Path
+) -> None:
+    handler("tests.apps.digest:app", "--upload-dir", str(mongrel2.upload_dir))
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"not for clients")
+    inside = mongrel2.upload_dir / "m2.forged1"
+    inside.write_bytes(b"another client's upload")
+    try:
+        for path in (str(secret), "/etc/hostname", str(inside)):
+            status, headers, body = get(
+                mongrel2,
+                "/app/x",
+                method="POST",
+                body=b"small",
+                headers={"x-mongrel2-upload-start": path, "x-mongrel2-upload-done": path},
+            )
+            assert status == 400, (path, body)
+        assert secret.read_bytes() == b"not for clients"
+        assert inside.read_bytes() == b"another client's upload"
+    finally:
+        inside.unlink()
