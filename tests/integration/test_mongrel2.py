@@ -165,8 +165,9 @@ def handler(mongrel2: Mongrel2) -> Iterator[Callable[..., Running]]:
     """``handler("tests.apps.echo:app", "--threads", "2")`` -> a treadle handler, subscribed."""
     running: list[Running] = []
 
-    def start(target: str, *args: str) -> Running:
-        command = treadle_command("mongrel2", target, mongrel2.send_spec, mongrel2.recv_spec, *args)
+    def start(target: str, *args: str, specs: bool = True) -> Running:
+        given = [mongrel2.send_spec, mongrel2.recv_spec] if specs else []
+        command = treadle_command("mongrel2", target, *given, *args)
         child = Running(command)
         running.append(child)
         child.wait_for_line(HANDLING, timeout=30)
@@ -369,3 +370,34 @@ def test_forged_upload_notices_get_400_and_files_are_left_alone(
         assert inside.read_bytes() == b"another client's upload"
     finally:
         inside.unlink()
+
+
+@pytest.mark.parametrize("name", ["/app", HANDLER_IDENT, "1"])
+def test_from_config(mongrel2: Mongrel2, handler: Callable[..., Running], name: str) -> None:
+    # The specs and the upload directory (from upload.temp_store) come from config.sqlite.
+    handler(
+        "tests.apps.digest:app", "--from-config", str(mongrel2.db), "--handler", name, specs=False
+    )
+    body = b"y" * (UPLOAD_LIMIT * 3)  # past limits.content_length: an async upload
+    status, _, answer = get(mongrel2, "/app/up", method="POST", body=body)
+    assert (status, answer) == (200, f"{len(body)} {hashlib.sha256(body).hexdigest()}\n".encode())
+
+
+def test_from_config_errors(mongrel2: Mongrel2, tmp_path: Path) -> None:
+    for args, message in [
+        (["--from-config", str(mongrel2.db), "--handler", "/nowhere"], "no handler"),
+        (["--from-config", str(tmp_path / "missing.sqlite"), "--handler", "1"], "no such file"),
+        (["--from-config", str(mongrel2.db)], "needs --handler"),
+        (["tcp://127.0.0.1"], "cannot guess RECV_SPEC"),
+        (["tcp//127.0.0.1:5"], "not a ZeroMQ endpoint"),
+    ]:
+        result = subprocess.run(
+            treadle_command("mongrel2", "tests.apps.hello:app", *args),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=Path(__file__).parents[2],
+        )
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
