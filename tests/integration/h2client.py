@@ -18,6 +18,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.errors import ErrorCodes
 
 DEADLINE_S = 30.0
 
@@ -58,6 +59,7 @@ class H2Client:
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False  # the server closed the socket
         self.settings: dict[int, int] = {}
+        self.inbuf = b""  # bytes of an incomplete frame
         if preface:
             if window is not None:
                 initial = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
@@ -127,9 +129,31 @@ class H2Client:
         if not data:
             self.closed = True
             return
-        for event in self.conn.receive_data(data):
+        for event in self.conn.receive_data(self.graceful_goaway_removed(data)):
             self.on_event(event)
         self.flush()
+
+    def graceful_goaway_removed(self, data: bytes) -> bytes:
+        """The frames in ``data``, less a graceful GOAWAY (NO_ERROR), which is noted.
+
+        h2 as a client stops taking frames after any GOAWAY; a real client (curl, a
+        browser) reads the responses of the streams the GOAWAY lets finish.
+        """
+        self.inbuf += data
+        out = bytearray()
+        while len(self.inbuf) >= 9:
+            length = int.from_bytes(self.inbuf[:3], "big")
+            if len(self.inbuf) < 9 + length:
+                break
+            frame, self.inbuf = self.inbuf[: 9 + length], self.inbuf[9 + length :]
+            if frame[3] == 7 and int.from_bytes(frame[13:17], "big") == 0:
+                last = int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF
+                self.goaway = h2.events.ConnectionTerminated()
+                self.goaway.error_code = ErrorCodes.NO_ERROR
+                self.goaway.last_stream_id = last
+                continue
+            out += frame
+        return bytes(out)
 
     def on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):

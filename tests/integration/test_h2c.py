@@ -48,7 +48,9 @@ def test_curl_upgrade_h2c(serve) -> None:
     assert environ["SERVER_PROTOCOL"] == "HTTP/2"
     assert environ["HTTP_X_TEST"] == "yes"
     # The next requests on the upgraded connection are plain HTTP/2 streams.
-    again = curl("--http2", f"http://127.0.0.1:{server.port}/a", f"http://127.0.0.1:{server.port}/b")
+    again = curl(
+        "--http2", f"http://127.0.0.1:{server.port}/a", f"http://127.0.0.1:{server.port}/b"
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout.count('"SERVER_PROTOCOL": "HTTP/2"') == 2
 

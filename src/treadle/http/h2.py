@@ -148,7 +148,9 @@ class H2Session:
         self.settings = _Counter(MAX_SETTINGS)
         self.empty_data = _Counter(MAX_EMPTY_DATA)
         self.priorities = _Counter(MAX_PRIORITY)
-        self.draining = False
+        self.draining = False  # our graceful GOAWAY is sent: no new streams
+        self.last_stream_id = 0
+        self.early = b""  # frames framed here, sent before h2's next output
         # The client's preface comes first, after the 101 too: the scanner skips it.
         self._skip = len(PREFACE)
         self._frame_head = b""
@@ -183,7 +185,11 @@ class H2Session:
         try:
             h2_events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            # h2 has queued its GOAWAY (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ...).
+            # h2 has queued its GOAWAY (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ...), except for
+            # a bad preface, where RFC 9113 §3.4 lets it be left out: we send it anyway, so
+            # a confused client sees why it was closed.
+            if self.conn.state_machine.state != h2.connection.ConnectionState.CLOSED:
+                self.conn.close_connection(error.error_code)
             self.ended = True
             return [(0, ConnectionEnded(f"{type(error).__name__}: {error}"))]
         out: list[tuple[int, H2Event]] = []
@@ -211,6 +217,10 @@ class H2Session:
 
     def request(self, event: h2.events.RequestReceived, out: list[tuple[int, H2Event]]) -> None:
         sid = event.stream_id
+        if self.draining and sid > self.last_stream_id:
+            # Opened after our GOAWAY: never processed, safe to retry (RFC 9113 §6.8).
+            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
         try:
             head = request_head(event.headers or [], self.limits)  # type: ignore[arg-type]
         except ProtocolError as error:
@@ -430,16 +440,34 @@ class H2Session:
 
     def drain(self) -> None:
         """Graceful GOAWAY (RFC 9113 §6.8): streams already started finish, no new ones."""
-        if not self.ended:
-            self.conn.close_connection(ErrorCodes.NO_ERROR)
-            self.draining = True
+        if self.ended or self.draining:
+            return
+        self.draining = True
+        # Framed here, not by h2: h2's close_connection() would refuse to send anything
+        # more, and the streams already started must still be answered.
+        self.last_stream_id = self.conn.highest_inbound_stream_id
+        self.early += self.conn.data_to_send() + goaway_frame(
+            self.last_stream_id, ErrorCodes.NO_ERROR
+        )
 
     @property
     def open_streams(self) -> int:
         return self.conn.open_inbound_streams
 
     def data_to_send(self) -> bytes:
+        if self.early:
+            data, self.early = self.early + self.conn.data_to_send(), b""
+            return data
         return self.conn.data_to_send()
+
+
+def goaway_frame(last_stream_id: int, code: int) -> bytes:
+    """A GOAWAY frame (RFC 9113 §6.8): length 8, type 7, no flags, stream 0."""
+    return (
+        b"\x00\x00\x08\x07\x00\x00\x00\x00\x00"
+        + (last_stream_id & 0x7FFFFFFF).to_bytes(4, "big")
+        + int(code).to_bytes(4, "big")
+    )
 
 
 # -- heads --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from treadle.http.file_producer import FileProducer
 log = logging.getLogger("treadle")
 
 SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+LINGER_S = 1.0  # after an error GOAWAY, how long the client's frames are read and dropped
 _UPGRADE_FIELDS = frozenset([b"connection", b"upgrade", b"http2-settings"])
 
 
@@ -94,6 +95,7 @@ class H2Channel:
         self.streams: dict[int, H2Exchange] = {}
         self.transport_paused = False
         self.closed = False
+        self.lingering = False  # closed with an error GOAWAY: input is dropped until the close
         self.deadline: float | None = factory.deadlines.now + factory.timeouts.keep_alive_timeout_s
         self.stalled_since: float | None = None  # response bytes wait on the client's windows
         factory.deadlines.watched.add(self)
@@ -118,7 +120,7 @@ class H2Channel:
             log.info("%s: 400 %s", self.peer_text, error)
             self.http_channel.send_error(400, f"Bad Request: {error}")
             return
-        self.transport.write(SWITCHING)
+        self.http_channel.send(SWITCHING)
         self.flush()
         fields = [(k, v) for k, v in head.headers if k.lower() not in _UPGRADE_FIELDS]
         stream_head = dataclasses.replace(head, http_version="2", headers=fields)
@@ -208,7 +210,12 @@ class H2Channel:
             return
         log.info("%s: HTTP/2 connection closed with GOAWAY: %s", self.peer_text, event.reason)
         self.flush()
-        self.http_channel.close()
+        self.cancel_streams()
+        # Lingering close (as nginx's lingering_close): closing now, with the abuser's
+        # frames unread, would make the kernel send RST, and a client whose GOAWAY is
+        # still in flight may lose it. What it sends meanwhile is read and dropped.
+        self.lingering = True
+        self.deadline = self.factory.deadlines.now + LINGER_S
 
     # -- outgoing -----------------------------------------------------------------
 
@@ -225,6 +232,8 @@ class H2Channel:
                     self.watch_send()
             else:
                 self.stalled_since = None
+                if not self.streams:
+                    self.idle_check()  # the last response is out: a stopping server closes
         self.flush()
         if not self.transport_paused:
             for exchange in list(self.streams.values()):
@@ -238,7 +247,7 @@ class H2Channel:
         if session is not None and not self.closed:
             data = session.data_to_send()
             if data:
-                self.transport.write(data)
+                self.http_channel.send(data)  # at once on plain TCP: see HTTPChannel.send
 
     def watch_send(self) -> None:
         """Response bytes wait on the client's windows: --send-timeout bounds the wait."""
@@ -317,13 +326,16 @@ class H2Channel:
     # -- endings, deadlines, the server's stop --------------------------------------
 
     def busy(self) -> bool:
-        """A stream is open: a graceful stop waits for it."""
-        return bool(self.streams)
+        """A stream is open, or a response still waits for the client's window: a graceful
+        stop waits for it."""
+        if self.lingering:
+            return False
+        return bool(self.streams) or (self.session is not None and bool(self.session.pending))
 
     def idle_check(self, closing: bool = False) -> None:
         """No stream left: close if the server stops (or the client said GOAWAY), else
         give the connection --keep-alive to carry another request."""
-        if self.streams or self.closed:
+        if self.streams or self.closed or self.lingering:
             return
         session = self.session
         if closing or (session is not None and (session.draining or session.ended)):
@@ -341,6 +353,9 @@ class H2Channel:
         self.idle_check(closing=True)
 
     def deadline_passed(self) -> None:
+        if self.lingering:
+            self.http_channel.close()
+            return
         if self.stalled_since is not None and self.session is not None and self.session.pending:
             log.info(
                 "%s: HTTP/2 client opened no window for %.0f s; dropped",
@@ -363,6 +378,9 @@ class H2Channel:
         """Every stream still open is cancelled as an HTTP/1.1 disconnect cancels its request."""
         self.closed = True
         self.factory.deadlines.watched.discard(self)
+        self.cancel_streams()
+
+    def cancel_streams(self) -> None:
         streams, self.streams = self.streams, {}
         for exchange in streams.values():
             self.factory.deadlines.watched.discard(exchange)
