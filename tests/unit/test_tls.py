@@ -11,10 +11,10 @@ from treadle.tls import ALPN_PROTOCOLS, choose_protocol
 @pytest.mark.parametrize(
     ("offered", "chosen"),
     [
-        ([b"h2", b"http/1.1"], b"http/1.1"),
-        ([b"http/1.1", b"h2"], b"http/1.1"),
+        ([b"h2", b"http/1.1"], b"h2"),
+        ([b"http/1.1", b"h2"], b"h2"),
         ([b"http/1.1"], b"http/1.1"),
-        ([b"h2"], None),
+        ([b"h2"], b"h2"),
         ([b"spdy/3", b"acme-tls/1"], None),
         ([], None),
     ],
@@ -24,9 +24,9 @@ def test_choose_protocol_takes_the_servers_first_choice_or_none(offered, chosen)
 
 
 def test_the_server_prefers_in_its_own_order() -> None:
-    # RFC 7301 §3.2: the server picks; with h2 added first it wins over http/1.1.
-    assert choose_protocol([b"http/1.1", b"h2"], (b"h2", b"http/1.1")) == b"h2"
-    assert ALPN_PROTOCOLS == (b"http/1.1",)  # h2 joins with issue 13
+    # RFC 7301 §3.2: the server picks; h2 first wins over http/1.1 in any client order.
+    assert choose_protocol([b"http/1.1", b"h2"], (b"http/1.1", b"h2")) == b"http/1.1"
+    assert ALPN_PROTOCOLS == (b"h2", b"http/1.1")
 
 
 def test_split_description_reads_twisted_endpoint_strings() -> None:
