@@ -15,10 +15,19 @@ from typing import Any
 from treadle.config import GROUPS
 from treadle.errors import ConfigError
 
-# Settings groups of `treadle serve` that belong to listening or to the process tree.
-NOT_HERE = {"listen", "reload", "workers", "process"}
-# SCRIPT_NAME comes from each request's route (PATTERN), not from a setting.
-NOT_TAKEN = {"script_name"}
+# The settings groups of `treadle serve` that concern the app, not the listening sockets,
+# the process tree, TLS or HTTP/2 (Mongrel2 does all of that).
+TAKEN_GROUPS = {"app", "pool", "limits", "timeouts", "logging"}
+# Left out of those: SCRIPT_NAME comes from each request's route; Mongrel2 reads the client.
+NOT_TAKEN = {
+    "script_name",
+    "max_request_line_bytes",
+    "max_header_bytes",
+    "header_timeout_s",
+    "keep_alive_timeout_s",
+    "body_timeout_s",
+    "send_timeout_s",
+}
 UPLOAD_TIMEOUT_S = 60.0
 # What Mongrel2's handler specs look like: tcp://host:port (host a name, an address, "*"
 # or [IPv6]), ipc://path, inproc://name.
@@ -26,10 +35,14 @@ _SPEC = re.compile(r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.*_-]+):[0-9]{1,5}|(ipc
 
 
 def excluded_settings() -> list[str]:
+    """The settings of `treadle serve` that `treadle mongrel2` does not offer."""
     import dataclasses
 
     return [
-        spec.name for group, cls in GROUPS if group in NOT_HERE for spec in dataclasses.fields(cls)
+        spec.name
+        for group, cls in GROUPS
+        for spec in dataclasses.fields(cls)
+        if group not in TAKEN_GROUPS or spec.name in NOT_TAKEN
     ]
 
 
