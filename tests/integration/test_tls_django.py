@@ -46,7 +46,8 @@ class Site:
         self.http_port = http_port
         self.certs = certs
         self.context = ssl.create_default_context(cafile=str(certs.ca))
-        self.context.set_alpn_protocols(["h2", "http/1.1"])  # as a browser offers
+        # http.client speaks HTTP/1.1 only: offering h2 as a browser does would get HTTP/2.
+        self.context.set_alpn_protocols(["http/1.1"])
 
     def https(self) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(
