@@ -56,6 +56,9 @@ H2 = "h2"
 SEND_LIMIT_BYTES = 4 * 1024 * 1024
 FIRST_REQUEST_GRACE_S = 2.0
 FULL_LOG_INTERVAL_S = 60.0  # at --max-connections: one warning a minute at most
+# After an error answer with the request still arriving: how long to read and discard it
+# before closing for good (nginx's lingering_timeout; Apache lingers 2 s).
+LINGER_S = 5.0
 
 
 Headers = list[tuple[str, str]]
@@ -529,7 +532,33 @@ class HTTPChannel(Protocol):
         if self.state == CLOSED:
             return
         self.send(h1_response.error_response(status, message, date=self.factory.date))
-        self.close()
+        self.close_lingering()
+
+    def close_lingering(self) -> None:
+        """Close, but keep reading (and dropping) what the client still sends for a while.
+
+        RFC 9112 §9.6: closing a socket with unread input makes the kernel reset the
+        connection, and the reset can destroy our response before the client reads it. A
+        client still sending a body we refused (a 413 answered from the head) then sees
+        "connection reset" or a broken pipe, and nginx answers 502, instead of our 4xx.
+        So: send FIN after the response, read until the client closes or LINGER_S pass.
+        TLS cannot half-close; it closes at once as before.
+        """
+        transport = self.transport
+        if (
+            self.state == CLOSED
+            or transport is None
+            or interfaces.ISSLTransport.providedBy(transport)
+            or not interfaces.ITCPTransport.providedBy(transport)
+        ):
+            self.close()
+            return
+        self.state = CLOSED  # receive() drops whatever comes in from now on
+        transport.loseWriteConnection()
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resumeProducing()
+        self.deadline = self.factory.deadlines.now + LINGER_S
 
     def response_handed_over(self) -> None:
         """The app's work is done (a file the reactor streams): no request timeout after."""
@@ -577,6 +606,8 @@ class HTTPChannel(Protocol):
         state = self.state
         if state == IDLE:
             self.close()
+        elif state == CLOSED:  # done lingering (close_lingering)
+            self.transport.loseConnection()
         elif state == HEAD:
             log.info("%s: 408 request head not received in time", self.peer_text)
             self.send_error(408, "Request Timeout: the request head took too long")
