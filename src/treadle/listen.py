@@ -262,6 +262,18 @@ def wrapped_beneath_tls(endpoint: Any, wrap: Callable[[Any], Any]) -> Any:
     return WrappedEndpoint(endpoint, wrap)
 
 
+def check_certificates(binds: tuple[str, ...], tls: TLS) -> None:
+    """Read every certificate file these binds would serve TLS with, listening on nothing:
+    the supervisor's check before it starts workers. ConfigError on the first bad file."""
+    for bind in binds:
+        description = normalize(bind)
+        kind, args, params = split_description(description)
+        if kind == "ssl":
+            _tls_module().ssl_endpoint(None, args, params, tls)
+        elif tls.enabled and serves_tcp(description):
+            _tls_module().settings_endpoint(None, tls)
+
+
 def describe(port: Any, scheme: str = "http") -> str:
     """What a listening port serves, for the log line scripts wait on."""
     address = port.getHost()

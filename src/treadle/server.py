@@ -43,6 +43,8 @@ from treadle.wsgi.container import WSGIApp, WSGIContainer
 log = logging.getLogger("treadle")
 
 EXIT_USAGE = 2  # as cli.py: the command line or its files are wrong
+# At the end of a stop, how long closed connections may take to send what they still hold.
+FLUSH_TIMEOUT_S = 5.0
 
 
 def static_mounts(specs: Sequence[str]) -> list[Any]:
@@ -158,6 +160,7 @@ class Server:
         self.addresses: list[str] = []
         self._stopping = False
         self._drained: defer.Deferred[None] | None = None
+        self._gone: defer.Deferred[None] | None = None  # waits for the last connection to close
         self._interrupted = False  # the stop came from Ctrl-C (SIGINT)
         self._stop_now = False  # abandon requests in flight instead of waiting for them
 
@@ -195,6 +198,31 @@ class Server:
         if self._drained is not None and not self.busy():
             drained, self._drained = self._drained, None
             drained.callback(None)
+        if self._gone is not None and not self.factory.connections:
+            gone, self._gone = self._gone, None
+            gone.callback(None)
+
+    async def _connections_gone(self, timeout_s: float) -> None:
+        """Reactor thread, stopping: wait until every closed connection has gone.
+
+        close() asks a transport to send what it holds, then close. A TLS transport still
+        holds the last response (its records reach the socket on a later reactor turn), and
+        the reactor's shutdown drops what is unsent: a client of a stopping worker saw its
+        connection closed without the response it had been given.
+        """
+        if not self.factory.connections:
+            return
+        gone = self._gone = defer.Deferred()
+        timer = self.reactor.callLater(timeout_s, self._check_gone_timeout)
+        await gone
+        if timer.active():
+            timer.cancel()
+
+    def _check_gone_timeout(self) -> None:
+        """A client that takes nothing does not hold the exit up past FLUSH_TIMEOUT_S."""
+        if self._gone is not None:
+            gone, self._gone = self._gone, None
+            gone.callback(None)
 
     async def start(self) -> list[str]:
         """Start threads and listeners; returns the addresses (reactor thread)."""
@@ -242,6 +270,7 @@ class Server:
                 timer.cancel()
         for channel in list(self.factory.connections):
             channel.close()
+        await self._connections_gone(FLUSH_TIMEOUT_S)
         self.deadlines.stop()
         blocking.uninstall()
         if self.lean_reactor:

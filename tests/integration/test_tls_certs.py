@@ -377,6 +377,7 @@ def test_workers_read_renewed_certificates_on_sighup(serve, pki: PKI, tmp_path: 
         APP, "--workers", "2", "--certfile", str(cert), "--keyfile", str(key), bind=TCP,
         ready=False,
     )  # fmt: skip
+    assert HTTPS.search(server.wait_for_line("starting 2 workers on"))  # the supervisor's line
     line = server.wait_for_line("Listening at:")  # a worker's
     found = HTTPS.search(line)
     assert found, line
@@ -391,17 +392,38 @@ def test_workers_read_renewed_certificates_on_sighup(serve, pki: PKI, tmp_path: 
         write_pair(new_key, new, cert, key)
         server.proc.send_signal(signal.SIGHUP)
         # The old workers drain once the new ones are ready; new connections go to those.
-        deadline_pids: set[int] = set()
+        new_pids: set[int] = set()
         for _ in range(200):
             peer, environ = visit(port, context, "a.example.test")
             if fingerprint(peer) == fingerprint(new):
-                deadline_pids.add(environ["pid"])
+                new_pids.add(environ["pid"])
                 break
-        assert deadline_pids, "no new worker served the renewed certificate"
-        assert first not in deadline_pids
-        # The kept-alive connection's request still gets an answer from its old worker.
-        kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_response(kept).status == 200
+        assert new_pids, "no new worker served the renewed certificate"
+        assert first not in new_pids
+        # Its old worker drained: the idle kept-alive connection is closed cleanly (TLS
+        # close_notify, then EOF), as over plain HTTP; the client opens a new one.
+        kept.settimeout(DEADLINE_S)
+        assert kept.recv(1) == b""
+
+
+def test_a_graceful_stop_delivers_the_last_response_over_tls(serve, pki: PKI) -> None:  # noqa: ANN001
+    # Regression: the stop closed the connection right after the app's response was handed
+    # to the TLS transport, and the process exited before those bytes reached the socket (a
+    # draining worker's client saw the connection closed without its response).
+    cert, key = pki.cert_dir / "a.example.test.crt", pki.cert_dir / "a.example.test.key"
+    server = serve(
+        "tests.apps.slow:app", "--certfile", str(cert), "--keyfile", str(key),
+        bind=TCP, ready=False,
+    )  # fmt: skip
+    port = int(HTTPS.search(server.wait_for_line("Listening at:"))[1])  # type: ignore[index]
+    with connect(port, client(pki), "a.example.test") as sock:
+        sock.sendall(b"GET /last?s=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        server.wait_for_line("slow app start /last")
+        server.proc.send_signal(signal.SIGTERM)
+        response = read_response(sock)
+    assert response.status == 200
+    assert response.body == b"done after 1.00\n"
+    assert server.proc.wait(DEADLINE_S) == 0
 
 
 # -- bad files fail at start: one line, status 2 -------------------------------------------------
@@ -524,6 +546,17 @@ def test_bad_files_fail_at_start_with_one_line_and_status_2(bad, case: str) -> N
     assert len(output.splitlines()) == 1, output
     assert message in output
     assert "Listening at" not in output
+
+
+@pytest.mark.parametrize("case", ["key of another cert", "cert dir: no default"])
+def test_bad_files_stop_the_supervisor_before_any_worker(bad, case: str) -> None:  # noqa: ANN001
+    args, message = bad[case]
+    result = run_serve("--workers", "2", *args)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 2, output
+    assert len(output.splitlines()) == 1, output
+    assert message in output
+    assert "worker" not in output
 
 
 def test_two_certificates_for_one_name_fail_at_start(pki: PKI, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-from treadle import sdnotify
+from treadle import listen, sdnotify
 from treadle.config import Config
 from treadle.errors import ConfigError
 from treadle.supervisor import logfiles, pidfile, privileges
@@ -395,6 +395,8 @@ def run_workers(argv: Sequence[str], config: Config) -> int:
         if process.pid_file:
             pidfile.check(process.pid_file)
         privileges.resolve(process.user, process.group)  # a typo fails before binding
+        # A bad certificate or key file: one line and status 2 here, not one per worker.
+        listen.check_certificates(config.listen.bind, config.tls)
     except ConfigError as error:
         log.error("could not start: %s", error)
         return EXIT_USAGE
@@ -415,6 +417,8 @@ def run_workers(argv: Sequence[str], config: Config) -> int:
                 )
                 release(held)
                 return EXIT_USAGE
+            if listen.scheme(bind, config.tls) == "https":  # --certfile makes tcp binds TLS
+                kept.address = kept.address.replace("http://", "https://", 1)
             held.append(kept)
     except OSError as error:
         log.error("could not start: cannot listen: %s", error)
