@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import load, servers
 
@@ -137,11 +138,78 @@ def measure(
         servers.stop_server(server)
 
 
+def in_memory(rounds: int, requests: int) -> None:
+    """The reactor-side path of one keep-alive request (parse, dispatch, the app run inline,
+    framing) driven in memory through the real HTTP/1.1 stack, as tests/unit/test_proxied.py
+    wires it: the setting's cost without wrk, the kernel or other processes' noise. Cases
+    alternate within each round; the best round of each is kept."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    from bench.apps import hello
+    from treadle.config import Config
+    from treadle.deadlines import Deadlines
+    from treadle.dispatch import Dispatcher
+    from treadle.http import forwarded
+    from treadle.http.protocol import HTTPFactory
+    from treadle.timing import RequestRecord
+    from treadle.wsgi import body as bodies
+    from treadle.wsgi.container import WSGIContainer
+
+    plain = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+    with_headers = plain[:-2] + b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n"
+
+    def connection(allow: str) -> tuple[Any, StringTransport]:
+        config = Config.from_settings({"forwarded_allow_ips": allow})
+        deadlines = Deadlines(MemoryReactorClock())
+        container = WSGIContainer(hello, call_from_thread=lambda f, *args: f(*args))
+
+        def submit(exchange: Any) -> bool:
+            container.job(exchange).run()
+            return True
+
+        dispatch: Any = Dispatcher(submit=submit)
+        proxy_headers = forwarded.from_settings(allow)
+        if proxy_headers is not None:
+            dispatch = proxy_headers.wrap(dispatch)
+        factory = HTTPFactory(
+            config, deadlines=deadlines, dispatch=dispatch, bodies=bodies, records=RequestRecord
+        )
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    cases = [
+        ("off, no header", "", plain),
+        ("off, headers sent", "", with_headers),
+        ("default, no header", "127.0.0.1,::1", plain),
+        ("default, headers sent", "127.0.0.1,::1", with_headers),
+    ]
+    best = {name: float("inf") for name, _, _ in cases}
+    for _ in range(rounds):
+        for name, allow, request in cases:
+            protocol, transport = connection(allow)
+            started = time.perf_counter()
+            for _ in range(requests):
+                protocol.dataReceived(request)
+                transport.clear()
+            best[name] = min(best[name], (time.perf_counter() - started) / requests)
+    base = best[cases[0][0]]
+    print("\n| in memory | us/request (best round) | vs first |\n|---|---|---|")
+    for name, _, _ in cases:
+        print(f"| {name} | {best[name] * 1e6:.2f} | {best[name] / base:.3f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--in-memory", action="store_true", help="only the in-memory figures")
     args = parser.parse_args()
+    if args.in_memory:
+        in_memory(rounds=max(args.rounds, 5) * 4, requests=2000)
+        return 0
     log_dir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     rates: dict[str, list[float]] = {name: [] for name, *_ in CASES}
     cpu: dict[str, list[float]] = {name: [] for name, *_ in CASES}
