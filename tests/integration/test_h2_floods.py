@@ -35,7 +35,8 @@ REQUEST = [
 
 @pytest.fixture
 def server(serve):  # noqa: ANN001, ANN201
-    return serve("tests.apps.hello:app", "--h2c")
+    # The bystander idles through each attack: --keep-alive must not close it meanwhile.
+    return serve("tests.apps.hello:app", "--h2c", "--keep-alive", "120")
 
 
 def goaway_then_closed(client: H2Client, code: ErrorCodes) -> None:
@@ -72,7 +73,9 @@ def test_rapid_reset(server) -> None:  # noqa: ANN001
 
 
 def test_too_many_concurrent_streams(serve) -> None:  # noqa: ANN001
-    server = serve("tests.apps.slow:app", "--h2c", "--h2-max-concurrent-streams", "10")
+    server = serve(
+        "tests.apps.slow:app", "--h2c", "--h2-max-concurrent-streams", "10", "--keep-alive", "120"
+    )
     with H2Client(server.port) as bystander, H2Client(server.port) as attacker:
         # The attacker does not read our SETTINGS first, so its h2 lets it open 20.
         try:

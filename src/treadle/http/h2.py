@@ -201,7 +201,10 @@ class H2Session:
                 self.body(event, out)  # type: ignore[arg-type]
             elif kind is h2.events.StreamEnded:
                 sid = event.stream_id  # type: ignore[attr-defined]
-                if sid not in self.refused:
+                if sid in self.refused:
+                    if self.draining and sid > self.last_stream_id:
+                        self.refused.discard(sid)  # refused by our GOAWAY: nothing follows
+                else:
                     out.append((sid, EndOfMessage()))
                 self.received.pop(sid, None)
             elif kind is h2.events.StreamReset:
@@ -220,6 +223,7 @@ class H2Session:
         if self.draining and sid > self.last_stream_id:
             # Opened after our GOAWAY: never processed, safe to retry (RFC 9113 §6.8).
             self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self.refused.add(sid)  # what h2 still reports of it is dropped
             return
         try:
             head = request_head(event.headers or [], self.limits)  # type: ignore[arg-type]
@@ -232,10 +236,8 @@ class H2Session:
             return
         if event.stream_ended is None and length is None:
             head.chunked = True  # a body of unknown length follows: has_body says so
-        out.append((sid, head))
-        if event.stream_ended is not None:
-            out.append((sid, EndOfMessage()))
-        else:
+        out.append((sid, head))  # its EndOfMessage comes with h2's StreamEnded
+        if event.stream_ended is None:
             self.received[sid] = 0
 
     def refuse(self, sid: int, error: ProtocolError, out: list[tuple[int, H2Event]]) -> None:

@@ -144,8 +144,8 @@ class H2Channel:
                     exchange.body_data(event.data)  # type: ignore[union-attr]
             elif kind is EndOfMessage:
                 exchange = streams.get(sid)
-                if exchange is not None:
-                    exchange.deadline = None
+                if exchange is not None and not exchange.dispatched:
+                    exchange.deadline = None  # the body is in: --request-timeout from now
                     exchange.body_end()
             elif kind is h2.StreamReset:
                 self.stream_reset(sid)
