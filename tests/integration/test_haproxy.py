@@ -55,6 +55,20 @@ backend treadle_v2
     server treadle 127.0.0.1:{upstream} send-proxy-v2
 """
 
+CHECKED_CONF = """\
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend treadle
+backend treadle
+    option httpchk GET /health
+    server treadle 127.0.0.1:{upstream} send-proxy-v2 check inter 200ms
+"""
+
 FORWARDFOR_CONF = """\
 global
     maxconn 200
@@ -153,6 +167,14 @@ def test_a_client_behind_a_tcp_proxy_cannot_set_its_address(serve, haproxy) -> N
     assert environ["REMOTE_ADDR"] == CLIENT
     assert environ["wsgi.url_scheme"] == "http"
     assert environ["HTTP_X_FORWARDED_FOR"] == "10.9.9.9"
+
+
+def test_haproxys_health_checks_carry_the_header(serve, haproxy) -> None:
+    treadle: Running = serve(APP, "--proxy-protocol", "--access-log", "-")
+    _, ports = haproxy(CHECKED_CONF, treadle.port, "port")
+    treadle.wait_for_line(lambda line: '"GET /health HTTP/1.' in line and " 200 " in line)
+    assert get(ports["port"])[0]["REMOTE_ADDR"] == CLIENT
+    assert "connection closed" not in treadle.output
 
 
 @pytest.fixture
