@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -212,13 +213,27 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def fresh_chunks(environ, start_response):  # noqa: ANN001, ANN201 - served by the test's server
+    """512 MiB in 64 KiB chunks, each a new object: if they piled up, the RSS would show it."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+    def body():  # noqa: ANN202
+        try:
+            for _ in range(512 * 16):
+                yield b"y" * (64 * 1024)
+        finally:
+            logging.getLogger("treadle").warning("stream body closed")
+
+    return body()
+
+
 def test_a_client_that_opens_no_window_holds_back_the_app(serve_h2, certs: Certs) -> None:
     # HTTP/2 flow control reaches the app thread: with the window shut the app must block
     # in write (as for a slow HTTP/1.1 reader), not pile 512 MiB up in the server.
-    server = serve_h2("tests.apps.big:stream")
+    server = serve_h2("tests.integration.test_h2:fresh_chunks")
     start_kib = rss_kib(server.proc.pid)
     with H2Client(server.port, tls_ca=certs.ca, window=65535, auto_ack=False) as client:
-        sid = client.request("GET", "/?mib=512")
+        sid = client.request("GET", "/")
         stream = client.streams[sid]
         client.wait(lambda: len(stream.body) >= 65535)
         peak = 0
