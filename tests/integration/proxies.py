@@ -148,12 +148,15 @@ def start_nginx(directory: Path, upstream: str) -> tuple[Proxy, int]:
 
 
 class Load:
-    """Keep-alive clients in threads, each sending GETs in a loop until ``finish``."""
+    """Keep-alive clients in threads, each sending GETs (or POSTs) in a loop until ``finish``."""
 
-    def __init__(self, host: str, port: int, clients: int = 8, path: str = "/") -> None:
+    def __init__(
+        self, host: str, port: int, clients: int = 8, path: str = "/", body: bytes | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.path = path
+        self.body = body  # a POST with this body, else a GET
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.answered = 0
@@ -168,7 +171,10 @@ class Load:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=20)
         while not self.stop.is_set():
             try:
-                connection.request("GET", self.path)
+                if self.body is None:
+                    connection.request("GET", self.path)
+                else:
+                    connection.request("POST", self.path, body=self.body)
                 response = connection.getresponse()
                 body = response.read()
                 # http.client reconnects on the next request once the proxy said close.
