@@ -71,5 +71,7 @@ def app(environ, start_response):
             "peer_port": environ.get("REMOTE_PORT", ""),
             "host": environ.get("HTTP_HOST", ""),
             "path": path,
+            "query": environ["QUERY_STRING"],
+            "forwarded_for": environ.get("HTTP_X_FORWARDED_FOR", ""),
         },
     )

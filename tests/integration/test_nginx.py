@@ -117,10 +117,12 @@ def test_plain_requests_through_nginx(behind_nginx, transport: str) -> None:
         info = json.loads(response.read())
         seen.append(info)
         assert info["path"] == f"/page/{number}"
+        assert info["query"] == "q=1"
         assert info["host"] == "example.test"  # proxy_set_header Host $host
+        assert info["forwarded_for"] == "127.0.0.1"  # $proxy_add_x_forwarded_for
     connection.close()
     assert {info["pid"] for info in seen} == {site.treadle.proc.pid}
-    # A HEAD and a 404-free unknown method both get treadle's answer, not nginx's error page.
+    # HEAD: treadle's headers, no body (nginx would hang or fail on a body here).
     connection = site.connect()
     connection.request("HEAD", "/")
     response = connection.getresponse()
