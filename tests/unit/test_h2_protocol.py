@@ -165,3 +165,30 @@ def test_a_paused_transport_pauses_the_streams() -> None:
     job.run()
     harness.pump()
     assert harness.response(sid)[0] == 200
+
+
+def big(environ, start_response):  # noqa: ANN001, ANN201
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [b"b" * 300_000]
+
+
+def test_a_client_that_never_opens_its_window_is_dropped_after_send_timeout() -> None:
+    harness = Harness(big, send_timeout_s=10.0, keep_alive_timeout_s=60.0)
+    sid = harness.request("/")  # the client's window: 65,535 bytes, never reopened
+    assert len(harness.response(sid)[1]) == 65_535
+    harness.advance(8)
+    assert not harness.transport.disconnected
+    harness.advance(4)
+    assert harness.transport.disconnected  # aborted: nothing more would be taken
+
+
+def test_a_client_that_opens_its_window_slowly_is_not_dropped() -> None:
+    harness = Harness(big, send_timeout_s=10.0, keep_alive_timeout_s=60.0)
+    sid = harness.request("/")
+    for _ in range(6):  # 8 KiB every 3 s: slow, but never stalled for 10 s
+        harness.advance(3)
+        harness.client.increment_flow_control_window(8192)
+        harness.client.increment_flow_control_window(8192, sid)
+        harness.pump()
+        assert not harness.transport.disconnected
+    assert len(harness.response(sid)[1]) == 65_535 + 6 * 8192

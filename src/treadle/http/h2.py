@@ -149,6 +149,7 @@ class H2Session:
         self.empty_data = _Counter(MAX_EMPTY_DATA)
         self.priorities = _Counter(MAX_PRIORITY)
         self.draining = False  # our graceful GOAWAY is sent: no new streams
+        self.sent_bytes = 0  # response body bytes framed so far (progress, for --send-timeout)
         self.last_stream_id = 0
         self.early = b""  # frames framed here, sent before h2's next output
         # The client's preface comes first, after the 101 too: the scanner skips it.
@@ -380,6 +381,7 @@ class H2Session:
                     outgoing.size -= len(chunk)
                     last = outgoing.end and not outgoing.chunks
                     conn.send_data(sid, chunk, end_stream=last)
+                    self.sent_bytes += len(chunk)
                     progress = True
                 elif outgoing.end:
                     conn.end_stream(sid)

@@ -158,6 +158,8 @@ class H2Channel:
 
     def begin(self, sid: int, head: RequestHead) -> None:
         factory = self.factory
+        if self.stalled_since is None:
+            self.deadline = None  # busy: no idle deadline while a stream is open
         bodies = factory.bodies
         if not head.has_body:
             exchange = H2Exchange(self, sid, head, bodies.EMPTY_BODY, None, body_complete=True)
@@ -169,7 +171,6 @@ class H2Channel:
             self.streams[sid] = exchange
             exchange.deadline = factory.deadlines.now + factory.timeouts.body_timeout_s
             factory.deadlines.watched.add(exchange)
-        self.deadline = None  # busy: no idle deadline while a stream is open
 
     def refuse(self, sid: int, error: ProtocolError) -> None:
         """A request refused before the app (431, 413, 414, 501): the status, then the end."""
@@ -225,9 +226,12 @@ class H2Channel:
         if session is None or self.closed:
             return
         if not self.transport_paused:
+            sent = session.sent_bytes
             session.pump()
             if session.pending:
-                if self.stalled_since is None:
+                if self.stalled_since is None or session.sent_bytes != sent:
+                    # Waiting on the client's windows, since now: a slow client that opens
+                    # them bit by bit is not a stalled one.
                     self.stalled_since = self.factory.deadlines.now
                     self.watch_send()
             else:
