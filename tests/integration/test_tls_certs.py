@@ -406,6 +406,25 @@ def test_workers_read_renewed_certificates_on_sighup(serve, pki: PKI, tmp_path: 
         assert kept.recv(1) == b""
 
 
+def test_a_bad_file_at_a_workers_reload_keeps_the_old_workers(
+    serve, pki: PKI, tmp_path: Path
+) -> None:  # noqa: ANN001
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    old_key, old = pki.ca.issue(["a.example.test"])
+    write_pair(old_key, old, cert, key)
+    server = serve(
+        APP, "--workers", "2", "--certfile", str(cert), "--keyfile", str(key), bind=TCP,
+        ready=False,
+    )  # fmt: skip
+    port = int(HTTPS.search(server.wait_for_line("workers ready at"))[1])  # type: ignore[index]
+    cert.write_text("not a certificate\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_line("reload failed")
+    peer, environ = visit(port, client(pki), "a.example.test")
+    assert fingerprint(peer) == fingerprint(old)
+    assert server.proc.poll() is None
+
+
 def test_a_graceful_stop_delivers_the_last_response_over_tls(serve, pki: PKI) -> None:  # noqa: ANN001
     # Regression: the stop closed the connection right after the app's response was handed
     # to the TLS transport, and the process exited before those bytes reached the socket (a
