@@ -17,7 +17,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -311,3 +313,20 @@ def test_a_client_still_sending_a_refused_body_reads_the_413(serve) -> None:
     again.request("GET", "/")
     assert again.getresponse().status == 200
     again.close()
+
+
+def test_a_lingering_connection_does_not_hold_up_a_stop(serve) -> None:
+    """After a 413 treadle reads what the client still sends; a SIGTERM ends that at once."""
+    server = serve(APP, "--max-body", "1M")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 33554432\r\n\r\n")
+        sock.sendall(b"x" * MIB)
+        answer = b""
+        while chunk := sock.recv(65536):  # the 413, then treadle's FIN (it half-closed)
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413 "), answer
+        sock.sendall(b"x" * MIB)  # still read and dropped: no reset
+        began = time.monotonic()
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
+        # Not the 5 s a lingering connection could otherwise hold the exit for.
+        assert time.monotonic() - began < 3.5, server.output

@@ -263,6 +263,7 @@ class HTTPChannel(Protocol):
         self.served = 0  # responses completed on this connection
         self.done_at = 0.0  # the coarse clock's time when the last response ended
         self.in_grace = False  # idle at a drain, given time to send one more request
+        self.lingering = False  # closed for writing, dropping what still comes in
         self.producer_paused = False
         self.unsent: int | None = None  # while stalled: the least unsent byte count seen
         self.progress_at = 0.0  # while stalled: when the client last took something
@@ -337,6 +338,10 @@ class HTTPChannel(Protocol):
             self.deadline = None
             if self.transport is not None:
                 self.transport.loseConnection()
+        elif self.lingering:  # a stop, or the linger's end: do not wait any longer
+            self.lingering = False
+            self.deadline = None
+            self.transport.loseConnection()
 
     # -- flow control: the transport pauses us when the client reads slowly --
 
@@ -554,6 +559,7 @@ class HTTPChannel(Protocol):
             self.close()
             return
         self.state = CLOSED  # receive() drops whatever comes in from now on
+        self.lingering = True
         transport.loseWriteConnection()
         if self.reading_paused:
             self.reading_paused = False
@@ -604,10 +610,8 @@ class HTTPChannel(Protocol):
 
     def deadline_passed(self) -> None:
         state = self.state
-        if state == IDLE:
+        if state in (IDLE, CLOSED):  # idle too long, or done lingering (close_lingering)
             self.close()
-        elif state == CLOSED:  # done lingering (close_lingering)
-            self.transport.loseConnection()
         elif state == HEAD:
             log.info("%s: 408 request head not received in time", self.peer_text)
             self.send_error(408, "Request Timeout: the request head took too long")
