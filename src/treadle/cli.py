@@ -200,7 +200,7 @@ def load_app(target: str, *, factory: bool = False) -> Any:
     return obj
 
 
-COMMANDS = ("serve", "mongrel2")
+COMMANDS = ("serve", "mongrel2", "mongrel2-broker")
 
 
 class TopParser(argparse.ArgumentParser):
@@ -250,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mongrel2_command.add_arguments(mongrel2)
     add_setting_arguments(mongrel2, exclude=mongrel2_command.excluded_settings())
+    broker = commands.add_parser(
+        "mongrel2-broker",
+        help="give each Mongrel2 request to a handler with a free thread (docs/mongrel2.md)",
+        description="Pull requests from Mongrel2 and hand each to a `treadle mongrel2 "
+        "--broker` handler that has a free thread (docs/mongrel2.md).",
+        allow_abbrev=False,
+    )
+    broker.add_argument("send_spec", metavar="SEND_SPEC", help="Mongrel2's send_spec")
+    broker.add_argument(
+        "backend_spec", metavar="BACKEND_SPEC", help="where handlers connect, e.g. tcp://*:9995"
+    )
     return parser
 
 
@@ -269,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     reactor.install()  # before the app is imported: it may import the global reactor
     if namespace.command == "mongrel2":
         sys.exit(run_mongrel2(namespace))
+    if namespace.command == "mongrel2-broker":
+        sys.exit(run_mongrel2_broker(namespace))
 
     held: list[Any] = []
     try:
@@ -330,6 +343,22 @@ def run_mongrel2(namespace: argparse.Namespace) -> int:
         return EXIT_USAGE
     logs.configure(config)
     return serve.run(app, config, endpoints)
+
+
+def run_mongrel2_broker(namespace: argparse.Namespace) -> int:
+    """``treadle mongrel2-broker``: no app, no reactor; the exit status."""
+    from treadle import logs
+
+    try:
+        from treadle.mongrel2 import broker
+    except ImportError as error:
+        print(
+            f"treadle: error: mongrel2 needs pyzmq ({error}): pip install 'treadle[mongrel2]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    logs.configure(Config.from_settings({}))
+    return broker.run(namespace.send_spec, namespace.backend_spec)
 
 
 def serving(config: Config, server: Any) -> None:

@@ -91,6 +91,7 @@ LAYERS: dict[str, set[str]] = {
         "mongrel2.serve",
         "mongrel2.command",
         "mongrel2.config_db",
+        "mongrel2.broker",
     },
 }
 # Packages whose every module is composition (Django's side, the process tree).

@@ -147,6 +147,7 @@ def test_get_environ_and_one_message() -> None:
         "body=",
     ]
     assert h.handler.clients == {}  # idle clients are not kept
+    assert h.handler.in_hand == 0  # what a broker is told: every request ended
 
 
 def test_post_body_reaches_the_app() -> None:
@@ -217,6 +218,7 @@ def test_requests_on_one_client_are_answered_in_order() -> None:
     assert len(h.held) == 1
     h.held.pop().run()
     assert b"PATH_INFO=/b" in h.take()[0]
+    assert h.handler.in_hand == 0
 
 
 def test_disconnect_cancels_the_request_and_nothing_is_sent() -> None:
@@ -229,6 +231,7 @@ def test_disconnect_cancels_the_request_and_nothing_is_sent() -> None:
     job.run()  # a queued job whose client left: dropped without running the app
     assert h.take() == []
     assert h.handler.clients == {}
+    assert h.handler.in_hand == 0
 
 
 def test_malformed_messages_are_logged_once_and_dropped(caplog: Any) -> None:
@@ -295,6 +298,7 @@ def test_upload_start_then_done_gives_the_app_the_file(tmp_path: Path) -> None:
     response = payload(h.take()[0])
     assert response.endswith(b"CONTENT_LENGTH=11\nHTTP_HOST=example.com:6767\nbody=hello world")
     assert not file.exists()  # read through its descriptor, removed at once
+    assert h.handler.in_hand == 0  # start and done were one request
 
 
 @pytest.mark.parametrize(
@@ -356,3 +360,4 @@ def test_an_abandoned_upload_times_out_and_is_removed(tmp_path: Path) -> None:
     assert messages[-1] == b""
     assert not file.exists()
     assert os.listdir(upload_dir) == []
+    assert h.handler.in_hand == 0

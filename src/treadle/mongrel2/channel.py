@@ -73,6 +73,10 @@ class Handler:
         self.date = h1_response.http_date(deadlines.now)
         deadlines.on_tick.append(self._tick)
         self.on_quiet: Callable[[], None] | None = None
+        # Requests received and not yet ended (answered, refused, dropped): a broker gives
+        # this handler one request per free thread (mongrel2/broker.py).
+        self.in_hand = 0
+        self.on_request_done: Callable[[bytes, bytes, int], None] | None = None
         self.malformed = 0
         self.malformed_logged_at = -MALFORMED_LOG_INTERVAL_S
 
@@ -113,6 +117,13 @@ class Handler:
                 data[:80],
                 f" ({self.malformed} so far)" if self.malformed > 1 else "",
             )
+
+    def requests_ended(self, client: Client, count: int) -> None:
+        if count <= 0:
+            return
+        self.in_hand -= count
+        if self.on_request_done is not None:
+            self.on_request_done(client.sender, client.conn_id, count)
 
     def forget(self, client: Client) -> None:
         if self.clients.get((client.sender, client.conn_id)) is client:
@@ -171,9 +182,13 @@ class Client:
     # -- requests ---------------------------------------------------------------
 
     def received(self, request: Request) -> None:
-        if self.closed:
-            return
         done = request.upload_done
+        continuation = self.upload is not None and done is not None
+        if not continuation:
+            self.handler.in_hand += 1  # an upload's done notice is the same request
+        if self.closed:
+            self.handler.requests_ended(self, 0 if continuation else 1)
+            return
         if self.upload is not None and done is not None:
             self.upload_done(request, done)
         elif self.current is not None or self.upload is not None or self.backlog:
@@ -282,6 +297,7 @@ class Client:
     def refuse(self, status: int, message: str) -> None:
         """Answer a request that never reached the app, then close the client."""
         self.send(h1_response.error_response(status, message, date=self.handler.date))
+        self.handler.requests_ended(self, 1)
         self.close()
 
     # -- deadlines ----------------------------------------------------------------
@@ -348,6 +364,7 @@ class Client:
             return
         self.flush()
         self.closed = True
+        self.handler.requests_ended(self, len(self.backlog))
         self.backlog.clear()
         self.handler.send(response_messages(self.sender, [self.conn_id], CLOSE))
         self.handler.forget(self)
@@ -383,6 +400,7 @@ class Client:
         self.close()
 
     def exchange_finished(self, exchange: Exchange) -> None:
+        self.handler.requests_ended(self, 1)
         hook = self.handler.on_finished
         if hook is not None:
             hook(exchange)
@@ -393,6 +411,7 @@ class Client:
         """Mongrel2's disconnect notice: as a closed socket for HTTP/1.1."""
         self.closed = True
         self.pending.clear()
+        self.handler.requests_ended(self, len(self.backlog) + (self.upload is not None))
         self.backlog.clear()
         self.drop_upload()  # Mongrel2 removes a half-written upload itself
         current, self.current = self.current, None

@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --from-config: the handler's id, send_ident, or the path of a route to it",
     )
     parser.add_argument(
+        "--broker",
+        metavar="BACKEND_SPEC",
+        help="take requests from `treadle mongrel2-broker` at this spec (one per free "
+        "thread) instead of from Mongrel2's SEND_SPEC directly",
+    )
+    parser.add_argument(
         "--upload-dir",
         metavar="DIR",
         help="Mongrel2's upload.temp_store directory; async uploads are read only from "
@@ -116,7 +122,7 @@ def endpoints_from(namespace: argparse.Namespace) -> Any:
             recv_spec = namespace.recv_spec or default_recv_spec(send_spec)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-    for endpoint in (send_spec, recv_spec):
+    for endpoint in (send_spec, recv_spec, *([namespace.broker] if namespace.broker else [])):
         if _SPEC.fullmatch(endpoint) is None:
             raise ConfigError(f"not a ZeroMQ endpoint: {endpoint!r} (e.g. tcp://127.0.0.1:9997)")
     if upload_dir is not None and not Path(upload_dir).is_dir():
@@ -129,4 +135,5 @@ def endpoints_from(namespace: argparse.Namespace) -> Any:
         send_ident=namespace.send_ident,
         upload_dir=Path(upload_dir) if upload_dir else None,
         upload_timeout_s=namespace.upload_timeout,
+        broker_spec=namespace.broker,
     )

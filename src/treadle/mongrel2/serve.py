@@ -51,6 +51,7 @@ class Endpoints:
     send_ident: str | None = None
     upload_dir: Path | None = None
     upload_timeout_s: float = 60.0
+    broker_spec: str | None = None  # take requests from `treadle mongrel2-broker` there
 
 
 def default_recv_spec(send_spec: str) -> str:
@@ -119,7 +120,15 @@ class Mongrel2Server:
             recv_spec=endpoints.recv_spec,
             send_ident=endpoints.send_ident,
             on_message=self.handler.receive,
+            broker_spec=endpoints.broker_spec,
+            credits=config.pool.threads,
         )
+        if endpoints.broker_spec:
+            sockets = self.sockets
+            self.handler.on_request_done = lambda sender, conn_id, count: sockets.to_broker(
+                b"DONE", sender, conn_id, b"%d" % count
+            )
+            self.deadlines.on_tick.append(self._heartbeat)
         if config.timeouts.hard_cancel_after_s is not None:
             canceller = HardCanceller(config.timeouts.hard_cancel_after_s)
 
@@ -146,6 +155,10 @@ class Mongrel2Server:
             )
             container.on_closed = self._check_drained if self._stopping else None
         return container
+
+    def _heartbeat(self, _now: float) -> None:
+        free = max(self.config.pool.threads - self.handler.in_hand, 0)
+        self.sockets.to_broker(b"HEARTBEAT", b"%d" % free)
 
     def _send(self, messages: list[bytes]) -> None:
         self.sockets.send(messages)
@@ -204,7 +217,7 @@ class Mongrel2Server:
     def _connected(self) -> None:
         log.info(
             "Handling for Mongrel2: requests from %s, responses to %s",
-            self.endpoints.send_spec,
+            self.endpoints.broker_spec or self.endpoints.send_spec,
             self.endpoints.recv_spec,
         )
 

@@ -42,6 +42,8 @@ class Mongrel2Sockets:
         send_ident: str | None = None,
         context: zmq.Context[Any] | None = None,
         batch: int = BATCH,
+        broker_spec: str | None = None,
+        credits: int = 0,
     ) -> None:
         self.reactor = reactor
         # Named from Mongrel2's side, as its config is: it sends on send_spec (we pull)
@@ -52,6 +54,10 @@ class Mongrel2Sockets:
         self.send_ident = send_ident
         self.context = context or zmq.Context.instance()
         self.batch = batch
+        # With a broker (mongrel2/broker.py), requests come from it on a DEALER socket, one
+        # per free thread this handler has announced (``credits`` at first).
+        self.broker_spec = broker_spec
+        self.credits = credits
         self.pull: zmq.Socket[Any] | None = None
         self.pub: zmq.Socket[Any] | None = None
         self.fd = -1
@@ -70,7 +76,7 @@ class Mongrel2Sockets:
         pub.setsockopt(zmq.LINGER, LINGER_MS)
         if self.send_ident:
             pub.setsockopt(zmq.IDENTITY, self.send_ident.encode())
-        pull = self.context.socket(zmq.PULL)
+        pull = self.context.socket(zmq.DEALER if self.broker_spec else zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
         try:
             pub.connect(self.recv_spec)
@@ -90,11 +96,14 @@ class Mongrel2Sockets:
         """Mongrel2's SUB socket has subscribed: responses reach it from now on."""
         if self.reading or self.pull is None:
             return
+        source = self.broker_spec or self.send_spec
         try:
-            self.pull.connect(self.send_spec)
+            self.pull.connect(source)
         except zmq.ZMQError as error:
-            log.error("mongrel2: cannot connect to %s: %s", self.send_spec, error)
+            log.error("mongrel2: cannot connect to %s: %s", source, error)
             return
+        if self.broker_spec:
+            self.to_broker(b"READY", b"%d" % self.credits)
         self.fd = int(self.pull.getsockopt(zmq.FD))
         self.reading = True
         self.reactor.addReader(self)
@@ -123,7 +132,13 @@ class Mongrel2Sockets:
             if not (int(pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN):
                 return
             try:
-                data = pull.recv(zmq.NOBLOCK)
+                if self.broker_spec:
+                    frames = pull.recv_multipart(zmq.NOBLOCK)
+                    if frames[0] != b"REQUEST" or len(frames) != 2:
+                        continue  # the broker's heartbeat
+                    data = frames[1]
+                else:
+                    data = pull.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -131,6 +146,14 @@ class Mongrel2Sockets:
             except Exception:
                 log.exception("mongrel2: error handling a message")
         self.schedule_more()
+
+    def to_broker(self, *frames: bytes) -> None:
+        """READY n (n more free threads), DONE sender conn n (n requests ended, n threads
+        free again), HEARTBEAT free (alive; lets a restarted broker learn of us)."""
+        if self.broker_spec and self.reading and self.pull is not None:
+            self.pull.send_multipart(frames, zmq.NOBLOCK)
+            if not self.more_scheduled:
+                self.schedule_more()
 
     def schedule_more(self) -> None:
         self.more_scheduled = True
@@ -142,10 +165,16 @@ class Mongrel2Sockets:
         pull = self.pull
         if pull is None or not self.reading:
             return
+        source = self.broker_spec or self.send_spec
+        if self.broker_spec:
+            # The broker sends nothing more; what it already sent is read as usual.
+            self.to_broker(b"BYE")
+            self.read()
+            return
         try:
-            pull.disconnect(self.send_spec)
+            pull.disconnect(source)
         except zmq.ZMQError as error:
-            log.debug("mongrel2: disconnect from %s: %s", self.send_spec, error)
+            log.debug("mongrel2: disconnect from %s: %s", source, error)
         self.read()
 
     def close(self) -> None:
