@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,7 +244,3 @@ def cert_dir_files(directory: str) -> dict[str, CertificateFiles]:
             "or NAME/fullchain.pem with NAME/privkey.pem, in it"
         )
     return found
-
-
-def read_pairs(files: Sequence[CertificateFiles]) -> list[Pair]:
-    return [read_pair(each) for each in files]

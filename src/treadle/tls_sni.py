@@ -72,20 +72,22 @@ def read_set(sources: Sources) -> CertificateSet:
         )
     # Every context of one set shares the session id context (tls_certs.server_context).
     session_id = os.urandom(8).hex().encode("ascii")
+    # One context per certificate: a pair listed twice (certbot's default symlink) is one.
     by_certificate: dict[bytes, SSL.Context] = {}
-    owners: dict[bytes, str] = {}
+    file_of: dict[SSL.Context, str] = {}
     names: NameMap[SSL.Context] = NameMap()
     for pair in [default, *dir_pairs.values()]:
-        fingerprint = pair.fingerprint
-        context = by_certificate.get(fingerprint)
+        context = by_certificate.get(pair.fingerprint)
         if context is None:
-            context = by_certificate[fingerprint] = server_context(pair, clients, session_id)
-            owners[fingerprint] = pair.files.certificate
+            context = server_context(pair, clients, session_id)
+            by_certificate[pair.fingerprint] = context
+            file_of[context] = pair.files.certificate
         for name in pair.names:
             if not names.add(name, context):
+                other = file_of[names.owner(name)]  # type: ignore[index]
                 raise ConfigError(
-                    f"two TLS certificates are for {name!r}: {pair.files.certificate!r} and "
-                    f"{owners[_fingerprint_of(by_certificate, names.owner(name))]!r}"
+                    f"two TLS certificates are for {name!r}: {other!r} and "
+                    f"{pair.files.certificate!r}"
                 )
     front = by_certificate[default.fingerprint]
 
@@ -100,10 +102,6 @@ def read_set(sources: Sources) -> CertificateSet:
 
     front.set_tlsext_servername_callback(choose)
     return CertificateSet(front, names, tuple(by_certificate.values()))
-
-
-def _fingerprint_of(contexts: dict[bytes, SSL.Context], context: SSL.Context | None) -> bytes:
-    return next(key for key, value in contexts.items() if value is context)
 
 
 class Certificates:
@@ -126,9 +124,6 @@ class Certificates:
     @property
     def front(self) -> SSL.Context:
         return self.current.front
-
-    def names(self) -> list[str]:
-        return self.current.names.names()
 
     def reload(self) -> None:
         """Read every file again and use the new set for new handshakes; on ConfigError the
