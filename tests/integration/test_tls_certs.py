@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -316,6 +317,27 @@ def test_optional_client_certificate(serve, pki: PKI) -> None:  # noqa: ANN001
     _, environ = visit(server.port, client(pki, pki.alice[:2]), "a.example.test")  # type: ignore[arg-type]
     assert environ["SSL_CLIENT_S_DN"] == "CN=alice,O=Example"
     assert refused(server.port, client(pki, pki.mallory))  # a bad one is still refused
+
+
+def test_http2_requests_see_the_client_certificate_too(serve, pki: PKI) -> None:  # noqa: ANN001
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    server = client_cert_server(serve, pki, "required")
+    cert, key, alice = pki.alice
+    result = subprocess.run(
+        [
+            "curl", "-sS", "--http2", "--max-time", "20", "--cacert", str(pki.ca.path),
+            "--cert", str(cert), "--key", str(key),
+            "--resolve", f"a.example.test:{server.port}:127.0.0.1",
+            f"https://a.example.test:{server.port}/",
+        ],
+        capture_output=True, text=True, timeout=DEADLINE_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    environ = json.loads(result.stdout)
+    assert environ["SERVER_PROTOCOL"] == "HTTP/2"
+    assert environ["SSL_CLIENT_S_DN"] == "CN=alice,O=Example"
+    assert environ["SSL_TLS_SNI"] == "a.example.test"
 
 
 # -- SIGHUP: certificates re-read, open connections kept ----------------------------------------
