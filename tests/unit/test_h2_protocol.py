@@ -74,6 +74,7 @@ class Harness:
         data = self.client.data_to_send()
         if data:
             self.protocol.dataReceived(data)
+        self.clock.advance(0)  # the channel writes once per reactor turn
         out = self.transport.value()
         self.transport.clear()
         events = self.client.receive_data(out) if out else []

@@ -125,7 +125,15 @@ class H2Session:
     ):
         self.limits = limits
         self.h2_limits = h2_limits
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Responses are checked and lower-cased by response_head(): h2's own pass over them
+        # would cost as much again. What clients send is checked by h2, always.
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            split_outbound_cookies=False,
+        )
         conn = self.conn = h2.connection.H2Connection(config)
         conn.local_settings = h2.settings.Settings(
             client=False,

@@ -98,6 +98,7 @@ class H2Channel:
         self.lingering = False  # closed with an error GOAWAY: input is dropped until the close
         self.deadline: float | None = factory.deadlines.now + factory.timeouts.keep_alive_timeout_s
         self.stalled_since: float | None = None  # response bytes wait on the client's windows
+        self.flush_call: Any = None  # the write scheduled for the end of this reactor turn
         factory.deadlines.watched.add(self)
 
     # -- start ------------------------------------------------------------------
@@ -247,6 +248,19 @@ class H2Channel:
                     exchange.resume()
 
     def flush(self) -> None:
+        """Write what the session framed, once per reactor turn.
+
+        Responses finished in the same turn (the Outbox runs every app thread's calls in one
+        go) leave in one write: one TLS record and one send() for many streams, instead of
+        one per response.
+        """
+        if self.flush_call is None and not self.closed:
+            self.flush_call = self.factory.deadlines.clock.callLater(0, self.flush_now)
+
+    def flush_now(self) -> None:
+        call, self.flush_call = self.flush_call, None
+        if call is not None and call.active():
+            call.cancel()
         session = self.session
         if session is not None and not self.closed:
             data = session.data_to_send()
@@ -376,11 +390,12 @@ class H2Channel:
         """GOAWAY before an orderly close, so the client knows no stream was lost."""
         if self.session is not None and not self.closed:
             self.session.drain()
-            self.flush()
+            self.flush_now()  # before the close that follows
 
     def connection_lost(self) -> None:
         """Every stream still open is cancelled as an HTTP/1.1 disconnect cancels its request."""
         self.closed = True
+        self.flush_now()  # drops the scheduled write: nothing can be sent any more
         self.factory.deadlines.watched.discard(self)
         self.cancel_streams()
 
