@@ -40,7 +40,8 @@ def server_argv(name: str, port: int, key: Path, cert: Path) -> list[str]:
     if name == "gunicorn":
         return [str(VENV_BIN / "gunicorn"), "-k", "gthread", "-w", "1", "--threads", "8",
                 "--bind", f"{HOST}:{port}", "--certfile", str(cert), "--keyfile", str(key),
-                "--http-protocols", "h2,h1", "--log-level", "warning", "bench.apps:hello"]  # fmt: skip
+                "--http-protocols", "h2,h1", "--log-level", "warning",
+                "bench.apps:hello"]  # fmt: skip
     if name == "twist":
         return [str(VENV_BIN / "twist"), "web", "--wsgi", "bench.apps.hello", "--listen", ssl_bind]
     raise ValueError(name)
