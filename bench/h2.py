@@ -9,7 +9,7 @@ Benchmark tooling, not part of the test suite. Each server is one process pinned
 - ``handshakes``: `openssl s_time -new`, full TLS handshakes per second (treadle and gunicorn).
 
 Rounds are interleaved, the server order rotates; figures are medians. Run from the repository
-root: ``bench/.venv/bin/python -m bench.h2 [--rounds 3] [--duration 10]``.
+root: ``bench/.venv/bin/python -m bench.h2 [--rounds 3] [--requests 5000]``.
 """
 
 from __future__ import annotations
@@ -86,26 +86,21 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def h2load(port: int, duration_s: float, h1: bool) -> tuple[float, int]:
-    """(requests per second, failed requests)."""
+def h2load(port: int, requests: int, h1: bool) -> tuple[float, int]:
+    """(requests per second, failed requests) for ``requests`` requests after a warm-up.
+
+    By count, not by time: h2load's duration mode (-D) waits forever at its end against
+    gunicorn's HTTP/2.
+    """
     shape = ["--h1", "-c", "64", "-m", "1"] if h1 else ["-c", "16", "-m", "10"]
-    result = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            LOAD_CPU,
-            "h2load",
-            *shape,
-            "-D",
-            str(int(duration_s)),
-            "--warm-up-time",
-            "1",
-            f"https://{HOST}:{port}/",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=duration_s + 20,
-    )
+    url = f"https://{HOST}:{port}/"
+    for count in (max(requests // 10, 320), requests):  # the first run warms up
+        result = subprocess.run(
+            ["taskset", "-c", LOAD_CPU, "h2load", *shape, "-n", str(count), url],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", result.stdout)
     counts = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed",
                        result.stdout)  # fmt: skip
@@ -149,7 +144,8 @@ SCENARIOS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=10.0, help="s_time seconds")
+    parser.add_argument("--requests", type=int, default=5000, help="h2load requests per run")
     parser.add_argument("--only", default=",".join(SCENARIOS))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="treadle-bench-h2-"))
@@ -170,7 +166,7 @@ def main() -> None:
                     if scenario == "handshakes":
                         value, failed = handshakes(port, args.duration), 0
                     else:
-                        value, failed = h2load(port, args.duration, h1=scenario == "h1")
+                        value, failed = h2load(port, args.requests, h1=scenario == "h1")
                 except (RuntimeError, subprocess.TimeoutExpired) as error:
                     print(f"round {round_index + 1} {scenario} {name}: {error}", flush=True)
                     continue
