@@ -77,6 +77,7 @@ class Handler:
         # this handler one request per free thread (mongrel2/broker.py).
         self.in_hand = 0
         self.on_request_done: Callable[[bytes, bytes, int], None] | None = None
+        self.debug = log.isEnabledFor(logging.DEBUG)  # --log-level debug: a line per request
         self.malformed = 0
         self.malformed_logged_at = -MALFORMED_LOG_INTERVAL_S
 
@@ -99,6 +100,9 @@ class Handler:
         if type(message) is Control:
             log.debug("mongrel2: %s notice for connection %s ignored", message.kind, key[1])
             return
+        if self.debug:
+            path = message.path[:200].decode("latin-1")
+            log.debug("mongrel2: request %s on connection %s", path, key[1].decode())
         client = self.clients.get(key)
         if client is None:
             client = self.clients[key] = Client(self, *key)

@@ -15,7 +15,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from treadle.http.events import RequestHead
@@ -37,7 +37,7 @@ class MessageError(ValueError):
     """A message from Mongrel2 that cannot be used (logged and dropped)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     """One HTTP request from Mongrel2, headers in arrival order (lists expanded)."""
 
@@ -46,13 +46,17 @@ class Request:
     path: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    # name -> first value, made on the first get() (a request is looked up a dozen times)
+    index: dict[bytes, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (exact case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        index = self.index
+        if not index and self.headers:
+            for key, value in self.headers:
+                if key not in index:
+                    index[key] = value
+        return index.get(name)
 
     @property
     def upload_start(self) -> bytes | None:
@@ -115,12 +119,49 @@ def _as_bytes(value: Any) -> bytes:
     raise MessageError(f"a header value is a {type(value).__name__}, not a string")
 
 
+def _tnet_string(data: bytes, start: int, limit: int) -> tuple[bytes, int, int]:
+    """(payload, tag byte, end) of the tnetstring at ``start``: one flat step, no recursion."""
+    colon = data.find(b":", start, min(start + 10, limit))
+    digits = data[start:colon]
+    if colon <= start or not digits.isdigit():
+        raise MessageError("headers: a tnetstring length is missing")
+    begin = colon + 1
+    end = begin + int(digits)
+    if end >= limit:
+        raise MessageError("headers: a tnetstring is shorter than its length says")
+    return data[begin:end], data[end], end + 1
+
+
+def _tnet_headers(payload: bytes) -> list[tuple[bytes, bytes]]:
+    """A tnetstring dict of header names to strings or lists of strings, in order.
+
+    The general parser (tnetstring.py) costs a call per item; headers are parsed for every
+    request, so this walks them in one loop. Other value types are refused.
+    """
+    headers: list[tuple[bytes, bytes]] = []
+    position, limit = 0, len(payload)
+    while position < limit:
+        name, tag, position = _tnet_string(payload, position, limit)
+        if tag != 44 or position >= limit:  # ","
+            raise MessageError("headers: a name that is not a string, or no value")
+        value, tag, position = _tnet_string(payload, position, limit)
+        if tag == 44:
+            headers.append((name, value))
+        elif tag == 93:  # "]": a repeated header
+            inner, inner_limit = 0, len(value)
+            while inner < inner_limit:
+                item, item_tag, inner = _tnet_string(value, inner, inner_limit)
+                if item_tag != 44:
+                    raise MessageError("headers: a list item that is not a string")
+                headers.append((name, item))
+        else:
+            raise MessageError(f"headers: a value of type {bytes([tag])!r}")
+    return headers
+
+
 def _headers(payload: bytes, tag: bytes) -> list[tuple[bytes, bytes]]:
     if tag == b"}":
-        try:
-            raw: Any = tnetstring.loads(b"%d:%s}" % (len(payload), payload))
-        except tnetstring.TNetstringError as error:
-            raise MessageError(f"headers: {error}") from None
+        return _tnet_headers(payload)
     elif tag == b",":
         try:
             # latin-1: every byte is one character, so raw bytes in values survive.
@@ -168,6 +209,10 @@ def parse_message(data: bytes) -> Message:
     return request
 
 
+_PEERS: dict[bytes, tuple[str, int] | None] = {}  # address text -> parsed (bounded)
+_PEERS_MAX = 4096
+
+
 def _peer(request: Request) -> tuple[str, int] | None:
     """REMOTE_ADDR (Mongrel2 >= 1.9), else x-forwarded-for as Mongrel2 sets it.
 
@@ -179,10 +224,16 @@ def _peer(request: Request) -> tuple[str, int] | None:
         value = request.get(name)
         if value is None:
             continue
-        try:
-            return (str(ipaddress.ip_address(value.decode("ascii").strip())), 0)
-        except (ValueError, UnicodeDecodeError):
-            continue
+        peer = _PEERS.get(value, False)
+        if peer is False:
+            try:
+                peer = (str(ipaddress.ip_address(value.decode("ascii").strip())), 0)
+            except (ValueError, UnicodeDecodeError):
+                peer = None
+            if len(_PEERS) < _PEERS_MAX:
+                _PEERS[value] = peer
+        if peer is not None:
+            return peer  # type: ignore[return-value]
     return None
 
 
@@ -215,9 +266,12 @@ def request_head(request: Request) -> tuple[RequestHead, Origin]:
         if _OWN.match(name) is None and name not in (UPLOAD_START, UPLOAD_DONE)
     ]
     connection = b",".join(v for n, v in fields if n == b"connection").lower()
-    tokens = {token.strip() for token in connection.split(b",")}
-    # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
-    keep_alive = b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
+    if connection:
+        tokens = {token.strip() for token in connection.split(b",")}
+        # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
+        keep_alive = b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
+    else:
+        keep_alive = version == "1.1"
     length = request.get(b"content-length")
     content_length = int(length) if length is not None and length.isdigit() else None
     head = RequestHead(

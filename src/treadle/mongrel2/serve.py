@@ -100,9 +100,14 @@ class Mongrel2Server:
         self.access_log = (
             AccessLog(config.logging.access_log_format) if config.logging.access_log else None
         )
+        # After this poll's events, before the reactor blocks: treadle's reactor runs such
+        # calls without a timer; Twisted's own gets a callLater(0).
+        call_soon = getattr(reactor, "call_after_events", None) or (
+            lambda f: reactor.callLater(0, f)
+        )
         self.handler = Handler(
             send=self._send,
-            call_soon=lambda f: reactor.callLater(0, f),
+            call_soon=call_soon,
             deadlines=self.deadlines,
             dispatch=self.dispatcher,
             bodies=bodies,
@@ -122,6 +127,7 @@ class Mongrel2Server:
             on_message=self.handler.receive,
             broker_spec=endpoints.broker_spec,
             credits=config.pool.threads,
+            call_soon=call_soon,
         )
         if endpoints.broker_spec:
             sockets = self.sockets

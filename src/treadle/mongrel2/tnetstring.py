@@ -23,61 +23,72 @@ class TNetstringError(ValueError):
 
 def parse(data: bytes) -> tuple[Any, bytes]:
     """The first value in ``data`` and the bytes after it."""
-    colon = data.find(b":", 0, MAX_LENGTH_DIGITS + 1)
-    if colon <= 0:
+    value, end = parse_at(data, 0, len(data))
+    return value, data[end:]
+
+
+def parse_at(data: bytes, start: int, limit: int) -> tuple[Any, int]:
+    """The value that starts at ``data[start]`` and ends by ``limit``, and where it ends.
+
+    Offsets, not slices: a header dict is parsed without copying what follows each item.
+    """
+    colon = data.find(b":", start, min(start + MAX_LENGTH_DIGITS + 1, limit))
+    if colon <= start:
         raise TNetstringError("a tnetstring starts with its length and ':'")
-    digits = data[:colon]
+    digits = data[start:colon]
     if not digits.isdigit() or (len(digits) > 1 and digits[:1] == b"0"):
         raise TNetstringError(f"bad tnetstring length {digits[:12]!r}")
-    end = colon + 1 + int(digits)
-    if end >= len(data):
+    begin = colon + 1
+    end = begin + int(digits)
+    if end >= limit:
         raise TNetstringError("tnetstring shorter than its length says")
-    payload = data[colon + 1 : end]
-    tag = data[end : end + 1]
-    rest = data[end + 1 :]
-    if tag == b",":
-        return payload, rest
-    if tag == b"}":
+    tag = data[end]
+    if tag == 44:  # ","
+        return data[begin:end], end + 1
+    if tag == 125:  # "}"
         result: dict[Any, Any] = {}
-        while payload:
-            key, payload = parse(payload)
-            if not payload:
+        position = begin
+        while position < end:
+            key, position = parse_at(data, position, end)
+            if position >= end:
                 raise TNetstringError("a dict key without a value")
-            value, payload = parse(payload)
+            value, position = parse_at(data, position, end)
             if type(key) is not bytes:
                 raise TNetstringError("a dict key must be a string")
             result[key] = value
-        return result, rest
-    if tag == b"]":
+        return result, end + 1
+    if tag == 93:  # "]"
         items = []
-        while payload:
-            item, payload = parse(payload)
+        position = begin
+        while position < end:
+            item, position = parse_at(data, position, end)
             items.append(item)
-        return items, rest
-    if tag == b"#":
+        return items, end + 1
+    payload = data[begin:end]
+    if tag == 35:  # "#"
         if _INTEGER.fullmatch(payload) is None:
             raise TNetstringError(f"bad integer {payload[:20]!r}")
-        return int(payload), rest
-    if tag == b"^":
+        return int(payload), end + 1
+    if tag == 94:  # "^"
         try:
-            return float(payload), rest
+            return float(payload), end + 1
         except ValueError:
             raise TNetstringError(f"bad float {payload[:20]!r}") from None
-    if tag == b"!":
+    if tag == 33:  # "!"
         if payload not in (b"true", b"false"):
             raise TNetstringError(f"bad boolean {payload[:20]!r}")
-        return payload == b"true", rest
-    if tag == b"~":
+        return payload == b"true", end + 1
+    if tag == 126:  # "~"
         if payload:
             raise TNetstringError("null must be empty")
-        return None, rest
-    raise TNetstringError(f"unknown tnetstring type {tag!r}")
+        return None, end + 1
+    raise TNetstringError(f"unknown tnetstring type {bytes([tag])!r}")
 
 
 def loads(data: bytes) -> Any:
     """The one value ``data`` holds; trailing bytes are an error."""
-    value, rest = parse(data)
-    if rest:
+    value, end = parse_at(data, 0, len(data))
+    if end != len(data):
         raise TNetstringError("bytes after the tnetstring")
     return value
 

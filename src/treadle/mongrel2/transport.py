@@ -44,6 +44,7 @@ class Mongrel2Sockets:
         batch: int = BATCH,
         broker_spec: str | None = None,
         credits: int = 0,
+        call_soon: Callable[[Callable[[], None]], Any] | None = None,
     ) -> None:
         self.reactor = reactor
         # Named from Mongrel2's side, as its config is: it sends on send_spec (we pull)
@@ -54,6 +55,8 @@ class Mongrel2Sockets:
         self.send_ident = send_ident
         self.context = context or zmq.Context.instance()
         self.batch = batch
+        # Runs a call later in this reactor turn, before the reactor blocks again.
+        self.call_soon = call_soon or (lambda f: reactor.callLater(0, f))
         # With a broker (mongrel2/broker.py), requests come from it on a DEALER socket, one
         # per free thread this handler has announced (``credits`` at first).
         self.broker_spec = broker_spec
@@ -117,10 +120,6 @@ class Mongrel2Sockets:
             return
         for message in messages:
             pub.send(message, zmq.NOBLOCK)
-        # Any operation on a socket may consume the edge of another's signal in ZeroMQ's
-        # mailbox handling; look again so a request that came meanwhile is not left.
-        if self.reading and not self.more_scheduled:
-            self.schedule_more()
 
     def read(self) -> None:
         self.more_scheduled = False
@@ -152,12 +151,13 @@ class Mongrel2Sockets:
         free again), HEARTBEAT free (alive; lets a restarted broker learn of us)."""
         if self.broker_spec and self.reading and self.pull is not None:
             self.pull.send_multipart(frames, zmq.NOBLOCK)
+            # A send on the socket we read from may take the descriptor's edge: look again.
             if not self.more_scheduled:
                 self.schedule_more()
 
     def schedule_more(self) -> None:
         self.more_scheduled = True
-        self.reactor.callLater(0, self.read)
+        self.call_soon(self.read)
 
     def stop_receiving(self) -> None:
         """No new requests: disconnect from Mongrel2's PUSH socket (it gives them to the
