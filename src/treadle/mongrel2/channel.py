@@ -101,7 +101,7 @@ class Handler:
             log.debug("mongrel2: %s notice for connection %s ignored", message.kind, key[1])
             return
         if self.debug:
-            path = message.path[:200].decode("latin-1")
+            path = message.path[:200].decode("latin-1")  # type: ignore[union-attr]
             log.debug("mongrel2: request %s on connection %s", path, key[1].decode())
         client = self.clients.get(key)
         if client is None:
