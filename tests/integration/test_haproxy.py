@@ -146,6 +146,19 @@ def test_send_proxy_v1_and_v2_give_the_clients_address(serve, haproxy) -> None:
     treadle.wait_for_line(lambda line: line.startswith(f"{CLIENT} - - ["))
 
 
+def test_every_worker_reads_the_header(serve, haproxy) -> None:
+    """Under the supervisor each worker wraps its adopted socket the same way."""
+    treadle: Running = serve(APP, "--proxy-protocol", "--workers", "2")
+    treadle.wait_for_line("2 workers ready")
+    _, ports = haproxy(HAPROXY_CONF, treadle.port, "v1", "v2")
+    for _ in range(6):
+        environ, client_port = get(ports["v2"])
+        assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == (CLIENT, str(client_port))
+    with socket.create_connection(("127.0.0.1", treadle.port), timeout=DEADLINE_S) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+        assert sock.recv(65536) == b""
+
+
 def test_a_connection_without_the_header_is_refused(serve, haproxy) -> None:
     treadle: Running = serve(APP, "--proxy-protocol")
     with socket.create_connection(("127.0.0.1", treadle.port), timeout=DEADLINE_S) as sock:
