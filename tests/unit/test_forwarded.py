@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from treadle.config import Config, settings_from_env
@@ -280,6 +280,7 @@ client_text = st.text(
 )
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     written=st.lists(client_text, max_size=4),
     client=untrusted_ip,
@@ -295,6 +296,7 @@ def test_a_client_cannot_choose_its_address(written, client, proxies) -> None:
     assert peer == expected
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     written=st.lists(client_text, max_size=4),
     client=untrusted_ip,
@@ -312,6 +314,7 @@ def test_a_client_cannot_choose_its_address_in_forwarded(written, client, proxie
     )
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=st.characters(codec="latin-1"), max_size=200))
 def test_no_header_value_raises(value: str) -> None:
     raw = value.encode("latin-1")
@@ -325,6 +328,7 @@ def test_no_header_value_raises(value: str) -> None:
         assert 0 <= peer[1] <= 65535
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.fixed_dictionaries(

@@ -11,7 +11,7 @@ import ipaddress
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from treadle.proxy_header import (
@@ -124,6 +124,7 @@ addresses = st.one_of(
 ports = st.integers(0, 65535)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(addresses, ports, ports, st.booleans(), st.binary(max_size=40))
 def test_any_header_round_trips_and_every_prefix_waits(pair, sport, dport, v2, after) -> None:
     source = (str(pair[0]), sport)
@@ -138,6 +139,7 @@ def test_any_header_round_trips_and_every_prefix_waits(pair, sport, dport, v2, a
     assert ipaddress.ip_address(parsed.source[0]) == pair[0]
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_no_input_raises(data: bytes) -> None:
     result = parse(data)
