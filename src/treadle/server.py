@@ -253,7 +253,9 @@ class Server:
         self._stopping = True
         await defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self.ports])
         self.ports = []
-        self.factory.drain()
+        # SIGTERM (a supervisor, systemd, an orchestrator; a balancer may be in front): every
+        # idle connection may still bring one request. Ctrl-C: a person waits; idle ones go.
+        self.factory.drain(every_idle=not self._interrupted)
         self.container.on_closed = self._check_drained
         if self.busy():
             timeout = self.config.timeouts.graceful_timeout_s

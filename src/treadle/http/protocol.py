@@ -193,7 +193,7 @@ class HTTPFactory(Factory):
             if self.accepting is not None:
                 self.accepting(True)
 
-    def drain(self) -> None:
+    def drain(self, every_idle: bool = False) -> None:
         """Stop keeping connections alive: busy ones close after their response.
 
         An idle connection that may be sending a request right now gets a short grace to
@@ -201,7 +201,10 @@ class HTTPFactory(Factory):
         a client that does not retry sees as a failed request (RFC 9112 §9.3.1 lets a
         server close, but a restart should not fail a client that is busy). That is a
         connection accepted but not yet used, or one that finished a response within the
-        last tick. Connections idle for longer close now.
+        last tick. Connections idle for longer close now, unless ``every_idle``: a stop by
+        SIGTERM, often behind a balancer (nginx, HAProxy) that keeps idle connections and
+        may pick any of them, one idle for seconds too, until its checks take this host
+        out. Those get the grace as well; a stop then waits for them up to that long.
         """
         self.draining = True
         now = self.deadlines.now
@@ -210,7 +213,9 @@ class HTTPFactory(Factory):
         for channel in list(self.connections):
             if channel.state == H2:
                 channel.h2.drain()  # GOAWAY: its open streams finish, then it closes
-            elif channel.state == IDLE and (not channel.served or channel.done_at >= recent):
+            elif channel.state == IDLE and (
+                every_idle or not channel.served or channel.done_at >= recent
+            ):
                 channel.in_grace = True
                 channel.deadline = min(channel.deadline or grace_deadline, grace_deadline)
             elif channel.state in (IDLE, CLOSED):
