@@ -51,12 +51,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 class Mongrel2:
     """One Mongrel2 server with one handler routed at /app (PATTERN "/app")."""
 
-    def __init__(self, directory: Path, prefix: list[str] | None = None) -> None:
-        """``prefix`` goes before m2sh's command line (bench/ pins it with taskset)."""
+    def __init__(
+        self, directory: Path, prefix: list[str] | None = None, zmq_host: str = "127.0.0.1"
+    ) -> None:
+        """``prefix`` goes before m2sh's command line (bench/ pins it with taskset);
+        ``zmq_host`` is the address Mongrel2's handler sockets bind (handlers connect)."""
         self.directory = directory
         self.port, *specs = free_ports(3)
-        self.send_spec = f"tcp://127.0.0.1:{specs[0]}"
-        self.recv_spec = f"tcp://127.0.0.1:{specs[1]}"
+        self.send_spec = f"tcp://{zmq_host}:{specs[0]}"
+        self.recv_spec = f"tcp://{zmq_host}:{specs[1]}"
         self.upload_dir = directory / "uploads"
         self.upload_dir.mkdir()
         (directory / "logs").mkdir()
