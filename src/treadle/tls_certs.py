@@ -194,7 +194,10 @@ def server_context(pair: Pair, clients: ClientCAs | None, session_id: bytes) -> 
             store.add_cert(crypto.X509.from_cryptography(authority))
             # The CertificateRequest names the acceptable CAs (RFC 8446 §4.2.4), so a
             # browser offers only the certificates that can pass.
-            context.add_client_ca(authority)
+            try:
+                context.add_client_ca(authority)  # pyOpenSSL >= 24.3: deprecates X509 here
+            except TypeError:  # pyOpenSSL before 24.3 takes an X509 only
+                context.add_client_ca(crypto.X509.from_cryptography(authority))
         context.set_verify(VERIFY_MODES[clients.mode])  # OpenSSL's own chain check
     return context
 

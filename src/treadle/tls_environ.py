@@ -25,16 +25,24 @@ def _mod_ssl_time(moment: datetime.datetime) -> str:
     return moment.strftime("%b %e %H:%M:%S %Y GMT")
 
 
+def _validity(certificate: x509.Certificate) -> tuple[datetime.datetime, datetime.datetime]:
+    # The *_utc properties exist from cryptography 42; the naive ones warn there.
+    if hasattr(certificate, "not_valid_before_utc"):
+        return certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    return certificate.not_valid_before, certificate.not_valid_after  # naive UTC, before 42
+
+
 def client_certificate_environ(certificate: x509.Certificate) -> dict[str, str]:
     """SSL_CLIENT_* for a certificate OpenSSL verified against --client-ca."""
+    valid_from, valid_until = _validity(certificate)
     return {
         "SSL_CLIENT_VERIFY": "SUCCESS",
         # RFC 4514 order and escaping, as mod_ssl gives without LegacyDNStringFormat.
         "SSL_CLIENT_S_DN": _native(certificate.subject.rfc4514_string()),
         "SSL_CLIENT_I_DN": _native(certificate.issuer.rfc4514_string()),
         "SSL_CLIENT_M_SERIAL": f"{certificate.serial_number:X}",
-        "SSL_CLIENT_V_START": _mod_ssl_time(certificate.not_valid_before_utc),
-        "SSL_CLIENT_V_END": _mod_ssl_time(certificate.not_valid_after_utc),
+        "SSL_CLIENT_V_START": _mod_ssl_time(valid_from),
+        "SSL_CLIENT_V_END": _mod_ssl_time(valid_until),
         "SSL_CLIENT_CERT": certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
     }
 
@@ -52,7 +60,8 @@ def connection_environ(connection: SSL.Connection) -> dict[str, str]:
     server_name = connection.get_servername()
     if server_name:
         environ["SSL_TLS_SNI"] = server_name.decode("ascii", "replace")
-    certificate = connection.get_peer_certificate(as_cryptography=True)
-    if certificate is not None:
-        environ.update(client_certificate_environ(certificate))
+    # as_cryptography= exists from pyOpenSSL 24.3 only; to_cryptography() on every version.
+    peer = connection.get_peer_certificate()
+    if peer is not None:
+        environ.update(client_certificate_environ(peer.to_cryptography()))
     return environ
