@@ -299,3 +299,22 @@ def test_from_config_errors(mongrel2: Mongrel2, tmp_path: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_stop_during_an_upload_answers_503(
+    mongrel2: Mongrel2, handler: Callable[..., Running]
+) -> None:
+    child = handler(
+        "tests.apps.digest:app", "--upload-dir", str(mongrel2.upload_dir), "--log-level", "debug"
+    )
+    with socket.create_connection(("127.0.0.1", mongrel2.port), timeout=20) as sock:
+        sock.sendall(
+            b"POST /app/up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n"
+            + b"z" * 100_000
+        )
+        child.wait_for_line("mongrel2: request /app/up")  # the upload-start notice
+        assert child.stop(signal.SIGTERM, timeout=20) == 0
+        answer = read_until_eof(sock)
+    # The handler that took the upload will not be there to read it: the client is told so
+    # at once instead of waiting for Mongrel2's timeout.
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]

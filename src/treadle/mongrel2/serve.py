@@ -245,7 +245,10 @@ class Mongrel2Server:
             if timer.active():
                 timer.cancel()
         for client in list(self.handler.clients.values()):
-            client.drop_upload(remove=False)
+            if client.upload is not None:
+                # Announced, not finished: this handler will not be there to read it.
+                client.drop_upload()
+                client.refuse(503, "Service Unavailable: the server is shutting down")
             client.flush()
         self.sockets.close()
         self.deadlines.stop()
