@@ -61,6 +61,7 @@ LAYERS: dict[str, set[str]] = {
         "twisted_internals",
         "mongrel2.transport",
         "mongrel2.channel",
+        "mongrel2.client",
     },
     # the one crossing between app threads and the reactor: threads, never sockets
     "bridge": {
