@@ -524,15 +524,34 @@ def test_connections_queued_for_a_dead_worker_are_served_by_its_replacement(supe
     assert server.running.stop(signal.SIGTERM, timeout=30) == 0
 
 
+def test_new_connections_skip_a_worker_whose_reactor_is_stuck(supervise) -> None:
+    # Killed only after 60 s: meanwhile the kernel must stop handing it connections.
+    server = supervise("--workers", "2", "--heartbeat-timeout", "60")
+    pids = server.wait_ready(2)
+    pids_serving(server, pids)
+    threading.Thread(
+        target=lambda: connect_and_send(
+            server.port, b"GET /stall-reactor?30 HTTP/1.1\r\nHost: x\r\n\r\n"
+        ),
+        daemon=True,
+    ).start()
+    server.running.wait_for_line("new connections skip worker slot")
+    # Without steering about half of these would wait in the stuck worker's queue.
+    answered = {server.get(timeout=5)["pid"] for _ in range(20)}
+    assert len(answered) == 1 and answered < pids, answered
+
+
 def test_a_worker_that_does_not_get_ready_in_time_is_killed_and_retried(
     supervise, tmp_path
 ) -> None:
     (tmp_path / "hangs.py").write_text(HANGS_AT_IMPORT)
+    # 5 s: long enough for a worker on a busy machine to reach the app's import (where its
+    # stack dump is set up), short enough for the test.
     server = supervise(
-        "--workers", "1", "--max-requests", "5", "--worker-start-timeout", "1",
+        "--workers", "1", "--max-requests", "5", "--worker-start-timeout", "5",
         target="hangs:app", cwd=tmp_path,
     )  # fmt: skip
-    first = server.running.wait_for_line("did not report ready within 1.0 s")
+    first = server.running.wait_for_line("did not report ready within 5.0 s", timeout=40)
     pid = int(re.search(r"worker (\d+) did not", first)[1])  # type: ignore[index]
     # faulthandler's dump from inside the stuck import names where it hangs.
     server.running.wait_for_line(lambda line: "hangs.py" in line and "<module>" in line)
@@ -540,7 +559,8 @@ def test_a_worker_that_does_not_get_ready_in_time_is_killed_and_retried(
     assert "died young in a row" in died  # counted as a failed start: backoff
     # Retried, and killed again: no limit on the supervisor's patience, only backoff.
     server.running.wait_for_line(
-        lambda line: "did not report ready within" in line and f"worker {pid} " not in line
+        lambda line: "did not report ready within" in line and f"worker {pid} " not in line,
+        timeout=40,
     )
     assert server.running.stop(signal.SIGTERM, timeout=30) == 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -187,3 +188,68 @@ def test_the_reloader_refuses_the_production_process_settings(process: dict) -> 
     Config.from_settings(process)  # fine without the reloader
     with pytest.raises(ConfigError, match="the development reloader applies none of them"):
         Config.from_settings({"reload": True, **process})
+
+
+def reuseport_group(count: int) -> list:
+    import socket
+
+    group: list = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", group[0].getsockname()[1] if group else 0))
+        sock.listen(128)
+        sock.setblocking(False)
+        group.append(sock)
+    return group
+
+
+def accepted_per_socket(group: list, connections: int = 60) -> list[int]:
+    import socket
+
+    port = group[0].getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    counts = []
+    for sock in group:
+        accepted = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock.accept()[0].close()
+                accepted += 1
+        counts.append(accepted)
+    for client in clients:
+        client.close()
+    return counts
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_ATTACH_REUSEPORT_CBPF is Linux's")
+def test_steering_sends_new_connections_only_to_the_chosen_sockets() -> None:
+    from treadle.supervisor import steering
+
+    group = reuseport_group(3)
+    try:
+        assert steering.steer(group[0], [1])
+        assert accepted_per_socket(group) == [0, 60, 0]
+        assert steering.steer(group[2], [0, 2])  # any member attaches for the whole group
+        first, second, third = accepted_per_socket(group)
+        assert second == 0 and first > 10 and third > 10  # random, so both get some
+        assert steering.steer(group[0], [])  # detached: the kernel's hash over all three
+        assert all(count > 0 for count in accepted_per_socket(group))
+    finally:
+        for sock in group:
+            sock.close()
+
+
+def test_the_group_mirror_moves_the_last_socket_into_a_closed_ones_place() -> None:
+    from treadle.supervisor.steering import RET_K, Group, program
+
+    group = Group()
+    for slot in (0, 1, 2, 3):
+        group.joined(slot)
+    group.left(1)  # the kernel: socks[1] = socks[3]
+    assert group.order == [0, 3, 2]
+    assert group.indices([2, 3]) == [2, 1]
+    group.left(2)  # the last one: nothing moves
+    assert group.order == [0, 3]
+    code = program([1])
+    assert code[-2:] == [(RET_K, 0, 0, 1), (RET_K, 0, 0, 1)]  # always the one index

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 
 from treadle import listen, sdnotify
 from treadle.config import Config
 from treadle.errors import ConfigError
-from treadle.supervisor import logfiles, pidfile, privileges
+from treadle.supervisor import logfiles, pidfile, privileges, steering
 from treadle.supervisor.child import EXIT_APP_LOAD
 from treadle.supervisor.loop import (
     BACKOFF_FIRST_S,
@@ -40,6 +41,8 @@ QUICK_STOP_S = 2.0  # a quick stop (second Ctrl-C, SIGQUIT) kills what is left a
 DUMP_GRACE_S = 1.0  # between asking a stuck worker for its stacks and killing it
 # Past --request-timeout plus --hard-cancel-after, the hard cancel has had this long to work.
 HOPELESS_GRACE_S = 1.0
+# A worker silent this long (three missed beats) gets no new connections until it reports.
+STEER_AWAY_S = 3.0
 
 
 class Arbiter(Loop):
@@ -62,6 +65,12 @@ class Arbiter(Loop):
         # unix:/systemd: sockets appear in every slot). A slot's sockets outlive its
         # workers: a replacement accepts what queued while the slot had none.
         self.slots: dict[int, list[Held]] = {0: list(held)}
+        # The kernel's order of each address's slot sockets, and the slots it last steered
+        # new connections to (None: its own hash over all of them).
+        self.group = steering.Group()
+        self.group.joined(0)
+        self.steered: tuple[int, ...] | None = None
+        self.live: tuple[int, ...] = ()  # slots whose worker accepted at the last turn
         self.start_timeout_s = config.workers.worker_start_timeout_s
         self.reload_from: int | None = None  # the generation a SIGHUP replaces, until it is done
         # The newest generation ever started. A failed reload goes back to the old
@@ -83,6 +92,8 @@ class Arbiter(Loop):
             worker.state = STARTING  # killed for not getting ready: a failed start, below
         if worker.state == STOPPING or self.stopping:
             log.info("worker %d stopped (%s)", worker.pid, describe_status(code))
+            if worker.hung and not self.stopping:
+                self._hand_queue_over(worker)
             return
         serving = any(other.state == READY for other in self.workers.values())
         if worker.state == STARTING and code in BOOT_ERRORS:
@@ -111,6 +122,7 @@ class Arbiter(Loop):
         if self.failures:
             delay_s = min(BACKOFF_FIRST_S * 2 ** (self.failures - 1), BACKOFF_MAX_S)
             self.next_spawn_at = max(self.next_spawn_at, now + delay_s)
+        self._hand_queue_over(worker)
         log.warning(
             "worker %d died (%s) after %.1f s; replacing it%s",
             worker.pid,
@@ -156,6 +168,7 @@ class Arbiter(Loop):
             release(kept for kept in made if kept.reuse_port)
             raise
         self.slots[slot] = made
+        self.group.joined(slot)
         return slot
 
     def _retire_slot(self, slot: int | None) -> None:
@@ -167,6 +180,65 @@ class Arbiter(Loop):
         for kept in sockets:
             if kept.reuse_port:
                 kept.sock.close()
+        self.group.left(0 if slot is None else slot)
+
+    def _steer(self, now: float) -> None:
+        """Point new TCP connections at the slots whose worker accepts (steering.py).
+
+        A slot whose worker died, is starting or has missed three beats gets none until it
+        has a worker that reports; its queue keeps what it had, for that worker. With every
+        slot (or none) accepting, the kernel's own hash spreads them."""
+        accepting = {
+            worker.slot
+            for worker in self.workers.values()
+            if worker.state == READY and now - worker.last_seen < STEER_AWAY_S
+        }
+        live = tuple(slot for slot in sorted(self.slots) if slot in accepting)
+        away = [slot for slot in self.live if slot not in live and slot in self.slots]
+        if away and self.announced:
+            log.info(
+                "new connections skip worker slot %s until a worker accepts there again",
+                ", ".join(map(str, away)),
+            )
+        self.live = live
+        chosen = None if len(live) in (0, len(self.slots)) else live
+        if chosen == self.steered:
+            return
+        indices = [] if chosen is None else self.group.indices(chosen)
+        first = self.slots[min(self.slots)]
+        if all(steering.steer(kept.sock, indices) for kept in first if kept.reuse_port):
+            self.steered = chosen
+
+    def _hand_queue_over(self, worker: WorkerProcess) -> None:
+        """A worker died: with net.ipv4.tcp_migrate_req, the connections waiting on its
+        slot's sockets move to the other workers' now, instead of waiting for its
+        replacement. The slot gets fresh sockets on the same address for that replacement.
+        """
+        slot = worker.slot
+        if slot is None or slot not in self.slots or not steering.migration_on():
+            return
+        if any(other.slot == slot and other.state != STOPPING for other in self.workers.values()):
+            return  # another worker still accepts there
+        if not any(live != slot for live in self.live):
+            return  # no other worker accepts: the queue waits for the replacement
+        old = self.slots[slot]
+        addresses = [kept.sock.getsockname() if kept.reuse_port else None for kept in old]
+        # Closed first: the kernel moves the queue to a socket still open in the group (by
+        # its hash), and the slot's fresh socket must not be one of them yet.
+        for kept in old:
+            if kept.reuse_port:
+                kept.sock.close()
+        self.group.left(slot)
+        self.steered = ()  # the group's order changed: steer again
+        try:
+            backlog = self.config.listen.backlog
+            pairs = zip(old, addresses, strict=True)
+            self.slots[slot] = [hold_again(kept, backlog, where) for kept, where in pairs]
+        except OSError as error:
+            log.warning("cannot listen for worker %d's replacement: %s", worker.pid, error)
+            self._retire_slot(slot)
+            return
+        self.group.joined(slot)
 
     def all_sockets(self) -> list[Held]:
         """Every socket held, each once."""
@@ -194,6 +266,7 @@ class Arbiter(Loop):
         self._check_heartbeats(now)
         self._check_start_timeouts(now)
         self._check_hopeless_requests()
+        self._steer(now)
         fresh = sorted(self._fresh(), key=lambda w: (w.state == READY, w.spawned_at))
         while len(fresh) > self.count:  # SIGTTOU: a starting one first, else the oldest
             leaving = fresh.pop(0)
@@ -261,6 +334,7 @@ class Arbiter(Loop):
                     elapsed_s + (now - worker.last_seen),
                 )
             self._signal(worker, signal.SIGUSR2)  # faulthandler in the worker (child.py)
+            worker.hung = True
             worker.state = STOPPING
             worker.kill_at = now + DUMP_GRACE_S
 
@@ -406,7 +480,9 @@ def run_workers(argv: Sequence[str], config: Config) -> int:
                 bind,
                 config.listen.backlog,
                 privileges.socket_mode(process.umask),
-                reuse_port=True,  # one socket per worker slot: decisions.md, accept balance
+                # One socket per worker slot (decisions.md: accept balance). Only Linux
+                # spreads connections over SO_REUSEPORT sockets; elsewhere they share one.
+                reuse_port=sys.platform == "linux",
                 with_tls=True,  # each worker wraps TLS around its adopted socket
             )
             if kept is None:

@@ -30,6 +30,7 @@ class WorkerProcess:
         self.generation = generation
         self.slot: int | None = None  # which of the supervisor's socket sets it accepts on
         self.failed_start = False  # killed for not getting ready in time
+        self.hung = False  # killed for missing its heartbeats
         self.spawned_at = now
         self.ready_at: float | None = None
         self.last_seen = now

@@ -16,6 +16,7 @@ import socket
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from treadle import listen
 
@@ -108,15 +109,17 @@ def hold(
     return None
 
 
-def hold_again(kept: Held, default_backlog: int = 2048) -> Held:
-    """Another SO_REUSEPORT socket on ``kept``'s address, for another worker slot.
+def hold_again(kept: Held, default_backlog: int = 2048, address: Any = None) -> Held:
+    """Another SO_REUSEPORT socket on ``kept``'s address (or ``address``, when ``kept`` is
+    closed already), for another worker slot.
 
     The kernel spreads new connections over the sockets of one address (a hash of each
     connection's addresses and ports), each with its own accept queue."""
     if not kept.reuse_port:
         return kept  # one socket that every worker shares (unix:, systemd:)
     backlog = default_backlog if kept.backlog is None else kept.backlog
-    sock = _listen_tcp(kept.sock.family, kept.sock.getsockname(), backlog, reuse_port=True)
+    where = kept.sock.getsockname() if address is None else address
+    sock = _listen_tcp(kept.sock.family, where, backlog, reuse_port=True)
     return Held(sock, kept.address, backlog=kept.backlog, reuse_port=True, tls=kept.tls)
 
 
