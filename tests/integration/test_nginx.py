@@ -224,11 +224,12 @@ def test_a_streamed_response_arrives_chunk_by_chunk(behind_nginx, directory, tra
 
 
 def test_nginx_keeps_upstream_connections_alive(behind_nginx) -> None:
-    site = behind_nginx("tcp")
+    # Believing no proxy header: REMOTE_PORT stays the port of nginx's upstream connection.
+    site = behind_nginx("tcp", "--forwarded-allow-ips", "")
     # One client after another: each is a new nginx connection, but nginx's upstream
     # connection (keepalive 32) is reused, so treadle sees the same peer port every time.
     ports = {site.get()["peer_port"] for _ in range(20)}
-    assert len(ports) == 1, ports
+    assert len(ports) == 1 and "" not in ports, ports
     # And nginx logged no upstream error (a kept-alive connection closed under it).
     assert "upstream" not in site.nginx.log_text()
 
