@@ -28,10 +28,8 @@ import pytest
 from tests.conftest import Running, treadle_command
 from tests.integration.proxies import NGINX, Load, Proxy, start_nginx
 
-pytestmark = [
-    pytest.mark.skipif(NGINX is None, reason="nginx absent (Debian: apt-get install nginx)"),
-    pytest.mark.timeout(60),
-]
+# The tests that need nginx skip in the behind_nginx fixture; the others run anyway.
+pytestmark = pytest.mark.timeout(60)
 
 APP = "tests.apps.proxied:app"
 READY = re.compile(r"(\d+) workers ready at .+?\(supervisor pid \d+; worker pids ([\d, ]+)\)")
@@ -71,6 +69,8 @@ def directory() -> Iterator[Path]:
 
 @pytest.fixture
 def behind_nginx(directory: Path) -> Iterator[Callable[..., Site]]:
+    if NGINX is None:
+        pytest.skip("nginx absent (Debian: apt-get install nginx)")
     started: list[Running | Proxy] = []
 
     def start(transport: str, *args: str, workers: int = 1) -> Site:
@@ -331,3 +331,31 @@ def test_a_lingering_connection_does_not_hold_up_a_stop(serve) -> None:
         assert server.stop(signal.SIGTERM, timeout=30) == 0
         # Not the 5 s a lingering connection could otherwise hold the exit for.
         assert time.monotonic() - began < 3.5, server.output
+
+
+def test_a_sighup_keeps_the_shared_unix_socket_accepting(directory) -> None:
+    """The unix-socket reload behind nginx, seen without nginx: after the old workers
+    stopped, the socket still accepts (a stopping worker used to shut it down for all)."""
+    path = directory / "treadle.sock"
+    command = treadle_command("serve", APP, "--bind", f"unix:{path}", "--workers", "2")
+    treadle = Running(command)
+    try:
+        old = ready_pids(treadle, 2)
+        mark = len(treadle.lines)
+        treadle.proc.send_signal(signal.SIGHUP)
+        new = ready_pids(treadle, 2, after=mark)
+        for pid in old:
+            treadle.wait_for_line(f"worker {pid} stopped (exit status 0)", 30)
+        for _ in range(4):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10)
+                sock.connect(str(path))
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["pid"] in new
+        assert treadle.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        treadle.kill()
