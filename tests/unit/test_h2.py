@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from treadle.config import Config
 from treadle.errors import ProtocolError
 from treadle.http import h2 as core
+from treadle.http import h2_floods, h2_heads
 from treadle.http.events import Data, EndOfMessage, RequestHead
 
 LIMITS = Config().limits
@@ -238,7 +239,7 @@ def test_the_flood_counters_forget_after_their_window() -> None:
 
 def test_a_header_block_past_the_limit_is_cut_before_it_ends() -> None:
     server = session()
-    frames = [core.PREFACE, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"]  # preface, SETTINGS
+    frames = [h2_floods.PREFACE, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"]  # preface, SETTINGS
     frames.append(b"\x00\x40\x00\x01\x00\x00\x00\x00\x01" + b"\x00" * 0x4000)  # HEADERS 16K
     for _ in range(10):  # CONTINUATION frames, never END_HEADERS
         frames.append(b"\x00\x40\x00\x09\x00\x00\x00\x00\x01" + b"\x00" * 0x4000)
@@ -274,7 +275,7 @@ def test_drain_sends_goaway_and_refuses_later_streams() -> None:
 
 
 def test_response_head_lowercases_and_drops_connection_fields() -> None:
-    code, out, length = core.response_head(
+    code, out, length = h2_heads.response_head(
         "201 Created",
         [("Content-Type", "text/plain"), ("Connection", "close"), ("Content-Length", "5"),
          ("Transfer-Encoding", "chunked"), ("Set-Cookie", " a=1")],
@@ -302,4 +303,4 @@ def test_response_head_lowercases_and_drops_connection_fields() -> None:
 )
 def test_response_head_refuses_what_http2_cannot_carry(status: str, headers: list) -> None:
     with pytest.raises(ValueError):
-        core.response_head(status, headers, b"D")
+        h2_heads.response_head(status, headers, b"D")

@@ -6,14 +6,14 @@ that http/h1.py produces, tagged with its stream id; a request the server refuse
 the app (431, 413, 414) is a ProtocolError for that stream. Responses leave as frames
 within the peer's flow-control windows: what a window does not allow yet waits here, per
 stream, and ``buffered`` tells the reactor side how much, so it can hold the app back.
-Floods (rapid reset, CONTINUATION, PING, SETTINGS, empty DATA) are counted here from the
-frame headers before ``h2`` sees them; past a limit the connection ends with GOAWAY.
+Floods (rapid reset, CONTINUATION, PING, SETTINGS, empty DATA) are counted by
+http/h2_floods.py before ``h2`` sees the bytes; past a limit the connection ends with GOAWAY.
+Heads are converted by http/h2_heads.py.
 """
 
 from __future__ import annotations
 
 import binascii
-import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,23 +26,9 @@ from h2.errors import ErrorCodes
 
 from treadle.config import Limits
 from treadle.errors import ProtocolError
-from treadle.http.events import Data, EndOfMessage, Event, RequestHead
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
-
-# Frame types (RFC 9113 §6) and the flags the flood counters read.
-_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PING, _CONTINUATION = 0, 1, 2, 3, 4, 6, 9
-_END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
-
-# Per connection, per FLOOD_WINDOW_S: how many of each frame a client may send before it
-# is taken for an attacker. Browsers send a SETTINGS or two and rare PINGs; nothing sends
-# empty non-final DATA frames on purpose (CVE-2019-9518), pings that must all be answered
-# (CVE-2019-9512) or SETTINGS to acknowledge (CVE-2019-9515) by the hundred.
-FLOOD_WINDOW_S = 10.0
-MAX_PINGS = 100
-MAX_SETTINGS = 100
-MAX_EMPTY_DATA = 100
-MAX_PRIORITY = 1000  # CVE-2019-9513: cheap for us (h2 keeps no tree), still bounded
+from treadle.http.events import Data, EndOfMessage, Event
+from treadle.http.h2_floods import FloodGuard
+from treadle.http.h2_heads import goaway_frame, request_head
 
 # Receive windows we open (RFC 9113 §6.9.2 starts both at 64 KiB - 1).
 STREAM_WINDOW_BYTES = 1024 * 1024
@@ -50,14 +36,6 @@ CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
 
 # Response bytes held per stream before the app is told to wait (see ``buffered``).
 STREAM_BUFFER_BYTES = 64 * 1024
-
-# Connection-specific header fields are malformed in HTTP/2 (RFC 9113 §8.2.2).
-_HOP_BY_HOP = frozenset(
-    [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"]
-)
-_STATUS = re.compile(r"([2-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # RFC 9110 §5.1, lower case (§8.2.1)
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +60,6 @@ class ConnectionEnded:
 
 
 H2Event = Event | ProtocolError | StreamReset | ConnectionEnded
-
-
-class _Counter:
-    """Events in a fixed window of time: ``hit`` is True once past ``limit``."""
-
-    __slots__ = ("limit", "count", "since")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-        self.since = 0.0
-
-    def hit(self, now: float) -> bool:
-        if now - self.since >= FLOOD_WINDOW_S:
-            self.since = now
-            self.count = 0
-        self.count += 1
-        return self.count > self.limit
 
 
 class _Outgoing:
@@ -150,21 +110,12 @@ class H2Session:
         self.pending: dict[int, _Outgoing] = {}  # streams with response bytes not yet framed
         self.received: dict[int, int] = {}  # request body bytes per stream, for --max-body
         self.refused: set[int] = set()  # streams answered before their body was read
-        # Flood accounting, from frame headers (see scan()).
-        self.resets = _Counter(2 * h2_limits.max_concurrent_streams)
-        self.pings = _Counter(MAX_PINGS)
-        self.settings = _Counter(MAX_SETTINGS)
-        self.empty_data = _Counter(MAX_EMPTY_DATA)
-        self.priorities = _Counter(MAX_PRIORITY)
+        # Flood accounting, from frame headers, before h2 sees the bytes.
+        self.floods = FloodGuard(h2_limits.max_concurrent_streams, h2_limits.max_header_list_bytes)
         self.draining = False  # our graceful GOAWAY is sent: no new streams
         self.sent_bytes = 0  # response body bytes framed so far (progress, for --send-timeout)
         self.last_stream_id = 0
         self.early = b""  # frames framed here, sent before h2's next output
-        # The client's preface comes first, after the 101 too: the scanner skips it.
-        self._skip = len(PREFACE)
-        self._frame_head = b""
-        self._payload_left = 0
-        self._block_bytes = 0  # header block bytes so far (HEADERS + CONTINUATION)
         if upgrade_settings is None:
             conn.initiate_connection()
             self.open_connection_window()
@@ -188,7 +139,7 @@ class H2Session:
     def receive_data(self, data: bytes, now: float) -> list[tuple[int, H2Event]]:
         if self.ended:
             return []
-        flood = self.scan(data, now)
+        flood = self.floods.scan(data, now)
         if flood is not None:
             return self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, flood)
         try:
@@ -273,65 +224,6 @@ class H2Session:
         self.received[sid] = total
         if event.data:
             out.append((sid, Data(event.data)))
-
-    def scan(self, data: bytes, now: float) -> str | None:
-        """Read the frame headers in ``data``: the name of a flood, or None.
-
-        h2 buffers a header block's CONTINUATION frames until the last one (CVE-2024-27316
-        and kin); the block is capped here at the header list size we advertise, before h2
-        holds it. The other counters are per FLOOD_WINDOW_S (see the constants).
-        """
-        view = memoryview(data)
-        at = 0
-        end = len(view)
-        if self._skip:
-            taken = min(self._skip, end)
-            self._skip -= taken
-            at = taken
-        while at < end:
-            if self._payload_left:
-                taken = min(self._payload_left, end - at)
-                self._payload_left -= taken
-                at += taken
-                continue
-            need = 9 - len(self._frame_head)
-            self._frame_head += bytes(view[at : at + need])
-            at += min(need, end - at)
-            if len(self._frame_head) < 9:
-                break
-            head, self._frame_head = self._frame_head, b""
-            length = int.from_bytes(head[0:3], "big")
-            kind, flags = head[3], head[4]
-            self._payload_left = length
-            flood = self.count(kind, flags, length, now)
-            if flood is not None:
-                return flood
-        return None
-
-    def count(self, kind: int, flags: int, length: int, now: float) -> str | None:
-        if kind == _HEADERS:
-            self._block_bytes = length
-        elif kind == _CONTINUATION:
-            self._block_bytes += length
-        if kind in (_HEADERS, _CONTINUATION):
-            # Compressed bytes are never many more than the decoded list (RFC 7541 §5);
-            # the slack lets a legitimate block with padding through.
-            if self._block_bytes > self.h2_limits.max_header_list_bytes + 16 * 1024:
-                return "header block (CONTINUATION flood)"
-            return None
-        if kind == _RST_STREAM:
-            # CVE-2023-44487: each reset stream cost a request's setup; resets past twice the
-            # stream limit in a window are an attack, not a browser cancelling images.
-            return "stream resets (rapid reset)" if self.resets.hit(now) else None
-        if kind == _PING and not flags & _ACK:
-            return "PING frames" if self.pings.hit(now) else None
-        if kind == _SETTINGS and not flags & _ACK:
-            return "SETTINGS frames" if self.settings.hit(now) else None
-        if kind == _DATA and length == 0 and not flags & _END_STREAM:
-            return "empty DATA frames" if self.empty_data.hit(now) else None
-        if kind == _PRIORITY:
-            return "PRIORITY frames" if self.priorities.hit(now) else None
-        return None
 
     # -- outgoing -------------------------------------------------------------------
 
@@ -471,109 +363,3 @@ class H2Session:
             data, self.early = self.early + self.conn.data_to_send(), b""
             return data
         return self.conn.data_to_send()
-
-
-def goaway_frame(last_stream_id: int, code: int) -> bytes:
-    """A GOAWAY frame (RFC 9113 §6.8): length 8, type 7, no flags, stream 0."""
-    return (
-        b"\x00\x00\x08\x07\x00\x00\x00\x00\x00"
-        + (last_stream_id & 0x7FFFFFFF).to_bytes(4, "big")
-        + int(code).to_bytes(4, "big")
-    )
-
-
-# -- heads --------------------------------------------------------------------------
-
-
-def request_head(headers: list[tuple[bytes, bytes]], limits: Limits) -> RequestHead:
-    """A request's decoded header list -> RequestHead; ProtocolError(431/414/501) to refuse.
-
-    h2 has already checked the pseudo-header rules (RFC 9113 §8.3) and refused the
-    connection-specific fields (§8.2.2).
-    """
-    method = path = authority = None
-    fields: list[tuple[bytes, bytes]] = []
-    size = 0
-    for name, value in headers:
-        if name[:1] == b":":
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            continue
-        size += len(name) + len(value) + 4  # as the HTTP/1.1 field line would count
-        fields.append((name, value))
-    if len(fields) > limits.max_header_count:
-        raise ProtocolError("Request Header Fields Too Large: too many fields", 431)
-    if size > limits.max_header_bytes:
-        raise ProtocolError("Request Header Fields Too Large", 431)
-    if method is None or method == b"CONNECT" or path is None:
-        # RFC 9113 §8.5: CONNECT makes a tunnel, which a WSGI app cannot serve.
-        raise ProtocolError("Not Implemented: CONNECT", 501)
-    if len(path) > limits.max_request_line_bytes:
-        raise ProtocolError("URI Too Long", 414)
-    target = path
-    raw_path, _, query = path.partition(b"?")
-    content_length: int | None = None
-    for name, value in fields:
-        if name == b"content-length":
-            content_length = int(value)  # h2 checked it is a number matching the body
-        elif name == b"host" and authority is None:
-            authority = value  # RFC 9113 §8.3.1: Host stands in when :authority is absent
-    return RequestHead(
-        method=method,
-        target=target,
-        path=raw_path,
-        query=query,
-        http_version="2",
-        headers=fields,
-        keep_alive=True,
-        content_length=content_length,
-        authority=authority,
-    )
-
-
-def response_head(
-    status: str, headers: list[tuple[str, str]], date: bytes
-) -> tuple[int, list[tuple[bytes, bytes]], int | None]:
-    """A WSGI status and header list -> (code, HTTP/2 fields, Content-Length or None).
-
-    ValueError for what HTTP/2 cannot carry or would misframe: a 1xx or malformed status,
-    a bad name or value. Names are lower-cased (RFC 9113 §8.2.1) and connection-specific
-    fields dropped (§8.2.2).
-    """
-    match = _STATUS.fullmatch(status) if type(status) is str else None
-    if match is None:
-        raise ValueError(f"invalid status line {status!r}")
-    out: list[tuple[bytes, bytes]] = []
-    length: int | None = None
-    has_date = has_server = False
-    for name, value in headers:
-        if type(name) is not str or type(value) is not str:
-            raise ValueError(f"invalid header {name!r}")
-        raw_name = name.lower().encode("latin-1")
-        raw_value = value.strip(" \t").encode("latin-1")
-        if _TOKEN.fullmatch(raw_name) is None:
-            raise ValueError(f"invalid header name {name!r}")
-        if _BAD_VALUE.search(raw_value) is not None:
-            raise ValueError(f"invalid value for header {name}: {value!r}")
-        if raw_name in _HOP_BY_HOP:
-            continue
-        if raw_name == b"content-length":
-            if not raw_value.isdigit() or (length is not None and int(raw_value) != length):
-                raise ValueError(f"invalid Content-Length {value!r}")
-            if length is not None:
-                continue
-            length = int(raw_value)
-        elif raw_name == b"date":
-            has_date = True
-        elif raw_name == b"server":
-            has_server = True
-        out.append((raw_name, raw_value))
-    if not has_server:
-        out.append((b"server", b"treadle"))
-    if not has_date:
-        out.append((b"date", date))
-    return int(match.group(1)), out, length
