@@ -193,3 +193,26 @@ def test_a_client_that_opens_its_window_slowly_is_not_dropped() -> None:
         harness.pump()
         assert not harness.transport.disconnected
     assert len(harness.response(sid)[1]) == 65_535 + 6 * 8192
+
+
+def test_a_connection_that_turns_http2_during_a_stop_is_served_then_told_goaway() -> None:
+    # Accepted before the stop, its first bytes come during the drain's grace: the request
+    # they carry is answered, then GOAWAY, then the close.
+    harness = Harness()
+    fresh = harness.factory.buildProtocol(None)
+    transport = StringTransport()
+    fresh.makeConnection(transport)
+    harness.factory.drain()
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    client.initiate_connection()
+    client.send_headers(1, [(b":method", b"GET"), (b":path", b"/late"), (b":scheme", b"http"),
+                            (b":authority", b"h")], end_stream=True)  # fmt: skip
+    fresh.dataReceived(client.data_to_send())
+    harness.clock.advance(0)
+    events = client.receive_data(transport.value())
+    assert any(isinstance(e, h2.events.ResponseReceived) for e in events)
+    goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway and goaway[0].error_code == ErrorCodes.NO_ERROR
+    assert transport.disconnecting

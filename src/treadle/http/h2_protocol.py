@@ -110,6 +110,8 @@ class H2Channel:
         self.session = h2.H2Session(self.factory.limits, self.h2_limits)
         self.flush()
         self.dataReceived(data)
+        if self.factory.draining:
+            self.drain()  # accepted during a stop's grace: what it sent first is served
 
     def start_upgraded(self, head: RequestHead) -> None:
         """``head`` asked for h2c: 101, our preface, then its response on stream 1."""
@@ -128,6 +130,8 @@ class H2Channel:
         fields = [(k, v) for k, v in head.headers if k.lower() not in _UPGRADE_FIELDS]
         stream_head = dataclasses.replace(head, http_version="2", headers=fields)
         self.begin(1, stream_head)
+        if self.factory.draining:
+            self.drain()
 
     # -- incoming -----------------------------------------------------------------
 
