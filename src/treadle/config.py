@@ -455,33 +455,6 @@ class Process:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class HTTP2:
-    h2c: bool = setting(
-        False,
-        "Speak HTTP/2 without TLS (h2c) too: to clients that start with the HTTP/2 preface "
-        "(prior knowledge) and to a first request with Upgrade: h2c. Over TLS, HTTP/2 is "
-        "always offered by ALPN.",
-        parse=parse_bool,
-        why="h2c is for trusted networks (behind a proxy); nginx and Go leave it off too",
-    )
-    h2_max_concurrent_streams: int = setting(
-        100,
-        "Most HTTP/2 streams (requests) a client may have open at once on one connection "
-        "(SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more is closed with GOAWAY.",
-        parse=parse_count,
-        why="RFC 9113 §6.5.2 recommends no fewer than 100; nginx uses 128, h2o 100",
-    )
-    h2_max_header_list_size: int = setting(
-        64 * KIB,
-        "Largest HTTP/2 header list a client may send, decoded (SETTINGS_MAX_HEADER_LIST_SIZE); "
-        "a larger one closes the connection with GOAWAY. The request limits "
-        "(--max-header-bytes, 431) apply too.",
-        parse=parse_bytes,
-        why="h2's own default; bounds HPACK bombs and CONTINUATION floods",
-    )
-
-
 CLIENT_CERT_MODES = ("none", "optional", "required")
 
 
@@ -534,6 +507,7 @@ class TLS:
         """Do tcp binds serve TLS (--certfile or --cert-dir)?"""
         return self.certfile is not None or self.cert_dir is not None
 
+
 def parse_allow_ips(text: str) -> str:
     """``--forwarded-allow-ips``: checked now (a bad entry fails at start), kept as text."""
     from treadle.http.forwarded import parse_allow_ips as check
@@ -575,6 +549,33 @@ class Proxy:
         "listeners that nothing but the proxy can reach.",
         parse=parse_bool,
         why="gunicorn's --proxy-protocol is off by default too",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HTTP2:
+    h2c: bool = setting(
+        False,
+        "Speak HTTP/2 without TLS (h2c) too: to clients that start with the HTTP/2 preface "
+        "(prior knowledge) and to a first request with Upgrade: h2c. Over TLS, HTTP/2 is "
+        "always offered by ALPN.",
+        parse=parse_bool,
+        why="h2c is for trusted networks (behind a proxy); nginx and Go leave it off too",
+    )
+    h2_max_concurrent_streams: int = setting(
+        100,
+        "Most HTTP/2 streams (requests) a client may have open at once on one connection "
+        "(SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more is closed with GOAWAY.",
+        parse=parse_count,
+        why="RFC 9113 §6.5.2 recommends no fewer than 100; nginx uses 128, h2o 100",
+    )
+    h2_max_header_list_size: int = setting(
+        64 * KIB,
+        "Largest HTTP/2 header list a client may send, decoded (SETTINGS_MAX_HEADER_LIST_SIZE); "
+        "a larger one closes the connection with GOAWAY. The request limits "
+        "(--max-header-bytes, 431) apply too.",
+        parse=parse_bytes,
+        why="h2's own default; bounds HPACK bombs and CONTINUATION floods",
     )
 
 
@@ -675,6 +676,7 @@ class Config:
             # gunicorn's --limit-request-line 0 means "no limit": never map it to "refuse all".
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1 (treadle has no unlimited setting)")
+
     def _validate_tls(self) -> None:
         tls = self.tls
         if tls.keyfile is not None and tls.certfile is None:
