@@ -20,6 +20,7 @@ PAIRS = 6
 ROUNDS = 3
 QUICK_CLIENTS = 4
 TRICKLERS = 32
+KEPT = 0.5  # the share of their throughput quick requests must keep
 
 
 def quick_requests_per_second(port: int) -> float:
@@ -89,8 +90,9 @@ def test_slow_uploads_leave_quick_requests_their_throughput(serve, expect_contin
     # Short phases without and with the slow uploads alternate, so the machine's changing
     # load falls on both sides alike, and the median of the pairs' ratios ignores a pair
     # another process disturbed. On a loaded machine a round can still fall short by
-    # chance, so the best of three rounds counts (before the fix, every round was near 0;
-    # the uploads cost the server about 1% of a core).
+    # chance, so the best of three rounds counts, against half the throughput: before the
+    # fix, every round was near 0 (the uploads cost the server about 1% of a core); 0.9
+    # failed now and then on a 2-core machine running other suites.
     rounds = []
     for _ in range(ROUNDS):
         ratios = []
@@ -104,9 +106,9 @@ def test_slow_uploads_leave_quick_requests_their_throughput(serve, expect_contin
                 tricklers.finish()
             ratios.append(during / max(without, 1.0))
         rounds.append(statistics.median(ratios))
-        if rounds[-1] >= 0.9:
+        if rounds[-1] >= KEPT:
             break
-    assert max(rounds) >= 0.9, (
+    assert max(rounds) >= KEPT, (
         f"quick requests kept {max(rounds):.2f} of their throughput while {TRICKLERS} "
         f"uploads trickle (rounds: {', '.join(f'{r:.2f}' for r in rounds)})"
     )
