@@ -43,6 +43,9 @@ DUMP_GRACE_S = 1.0  # between asking a stuck worker for its stacks and killing i
 HOPELESS_GRACE_S = 1.0
 # A worker silent this long (three missed beats) gets no new connections until it reports.
 STEER_AWAY_S = 3.0
+# SIGTTOU: a leaving worker gets no new connections for this long before it stops, so it
+# accepts what was queued on its socket; the socket then closes without resetting any.
+LEAVE_GRACE_S = 0.5
 
 
 class Arbiter(Loop):
@@ -71,6 +74,8 @@ class Arbiter(Loop):
         self.group.joined(0)
         self.steered: tuple[int, ...] | None = None
         self.live: tuple[int, ...] = ()  # slots whose worker accepted at the last turn
+        # SIGTTOU: slots whose worker is leaving: their sockets, closed at the given time.
+        self.departing: dict[int, tuple[list[Held], float]] = {}
         self.start_timeout_s = config.workers.worker_start_timeout_s
         self.reload_from: int | None = None  # the generation a SIGHUP replaces, until it is done
         # The newest generation ever started. A failed reload goes back to the old
@@ -139,7 +144,7 @@ class Arbiter(Loop):
             worker
             for worker in self.workers.values()
             if worker.state != STOPPING and worker.generation == self.generation
-            and not worker.retiring
+            and not worker.retiring and worker.leave_at is None
         ]  # fmt: skip
 
     def _missing(self) -> int:
@@ -182,6 +187,31 @@ class Arbiter(Loop):
                 kept.sock.close()
         self.group.left(0 if slot is None else slot)
 
+    def _leave(self, worker: WorkerProcess, now: float) -> None:
+        """SIGTTOU: steer new connections away from ``worker``'s slot at once, stop it a
+        moment later, once it has accepted what was queued there, and close the slot."""
+        slot = worker.slot
+        if worker.state != READY or slot is None or slot not in self.slots:
+            self._stop(worker, "one worker fewer")
+            self._retire_slot(slot)
+            return
+        worker.leave_at = now + LEAVE_GRACE_S
+        self.departing[slot] = (self.slots.pop(slot), worker.leave_at)
+        self._steer(now)
+
+    def _finish_departures(self, now: float) -> None:
+        for worker in list(self.workers.values()):
+            if worker.leave_at is not None and worker.state != STOPPING and now >= worker.leave_at:
+                self._stop(worker, "one worker fewer")
+        for slot, (sockets, close_at) in list(self.departing.items()):
+            if now >= close_at:
+                del self.departing[slot]
+                for kept in sockets:
+                    if kept.reuse_port:
+                        kept.sock.close()
+                self.group.left(slot)
+                self.steered = ()  # the group's order changed: steer again
+
     def _steer(self, now: float) -> None:
         """Point new TCP connections at the slots whose worker accepts (steering.py).
 
@@ -201,7 +231,9 @@ class Arbiter(Loop):
                 ", ".join(map(str, away)),
             )
         self.live = live
-        chosen = None if len(live) in (0, len(self.slots)) else live
+        # The kernel's own hash when every socket in the group may take connections.
+        everyone = len(live) == len(self.slots) and not self.departing
+        chosen = None if not live or everyone else live
         if chosen == self.steered:
             return
         indices = [] if chosen is None else self.group.indices(chosen)
@@ -243,7 +275,7 @@ class Arbiter(Loop):
     def all_sockets(self) -> list[Held]:
         """Every socket held, each once."""
         seen: dict[int, Held] = {id(kept): kept for kept in self.held}
-        for sockets in self.slots.values():
+        for sockets in [*self.slots.values(), *(held for held, _ in self.departing.values())]:
             seen.update((id(kept), kept) for kept in sockets)
         return list(seen.values())
 
@@ -269,16 +301,19 @@ class Arbiter(Loop):
         self._steer(now)
         fresh = sorted(self._fresh(), key=lambda w: (w.state == READY, w.spawned_at))
         while len(fresh) > self.count:  # SIGTTOU: a starting one first, else the oldest
-            leaving = fresh.pop(0)
-            self._stop(leaving, "one worker fewer")
-            self._retire_slot(leaving.slot)
+            self._leave(fresh.pop(0), now)
+        self._finish_departures(now)
         while len(fresh) < self.count and now >= self.next_spawn_at:
             spawned = self._spawn_in_free_slot(now)
             if spawned is None:
                 break
             fresh.append(spawned)
         stale = sorted(
-            (w for w in self.workers.values() if w.state != STOPPING and w not in fresh),
+            (
+                w
+                for w in self.workers.values()
+                if w.state != STOPPING and w not in fresh and w.leave_at is None
+            ),
             key=lambda w: w.spawned_at,
         )
         ready = [w for w in fresh if w.state == READY]

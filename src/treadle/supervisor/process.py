@@ -31,6 +31,7 @@ class WorkerProcess:
         self.slot: int | None = None  # which of the supervisor's socket sets it accepts on
         self.failed_start = False  # killed for not getting ready in time
         self.hung = False  # killed for missing its heartbeats
+        self.leave_at: float | None = None  # SIGTTOU: stops at this time
         self.spawned_at = now
         self.ready_at: float | None = None
         self.last_seen = now
