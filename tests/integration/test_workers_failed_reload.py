@@ -96,7 +96,13 @@ def test_a_late_failure_of_the_failed_code_does_not_fail_the_next_reload(
     (tmp_path / "release").touch()  # the broken code's second worker fails now, if alive
     new = server.wait_ready(2)
     assert not set(new) & set(old)
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    connection.request("GET", "/")
-    assert connection.getresponse().read().startswith(b"v2 ")
-    connection.close()
+    # The old workers drain once the new ones are ready: a connection made in that instant
+    # may still reach one, so ask until the new code answers.
+    deadline = time.monotonic() + 30
+    body = b""
+    while not body.startswith(b"v2 ") and time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.request("GET", "/")
+        body = connection.getresponse().read()
+        connection.close()
+    assert body.startswith(b"v2 "), body
