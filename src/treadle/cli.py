@@ -322,6 +322,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(status)
 
 
+def pyzmq_missing(error: ImportError) -> int:
+    """The one line for a mongrel2 command without pyzmq; the exit status."""
+    print(
+        f"treadle: error: mongrel2 needs pyzmq ({error}): pip install 'treadle[mongrel2]'",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
 def run_mongrel2(namespace: argparse.Namespace) -> int:
     """``treadle mongrel2``: the app behind Mongrel2; the exit status."""
     from treadle import logs
@@ -329,11 +338,7 @@ def run_mongrel2(namespace: argparse.Namespace) -> int:
     try:
         from treadle.mongrel2 import command, serve
     except ImportError as error:
-        print(
-            f"treadle: error: mongrel2 needs pyzmq ({error}): pip install 'treadle[mongrel2]'",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        return pyzmq_missing(error)
     try:
         config = config_from(namespace)
         endpoints = command.endpoints_from(namespace)
@@ -352,11 +357,7 @@ def run_mongrel2_broker(namespace: argparse.Namespace) -> int:
     try:
         from treadle.mongrel2 import broker
     except ImportError as error:
-        print(
-            f"treadle: error: mongrel2 needs pyzmq ({error}): pip install 'treadle[mongrel2]'",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        return pyzmq_missing(error)
     logs.configure(Config.from_settings({}))
     return broker.run(namespace.send_spec, namespace.backend_spec)
 

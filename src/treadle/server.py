@@ -58,7 +58,73 @@ def static_mounts(specs: Sequence[str]) -> list[Any]:
     return mounts
 
 
-class Server:
+def static_files(mounts: Sequence[Any], config: Config, script_name: str) -> Any:
+    """The mounts plus --static as one static.StaticFiles, or None when there are none."""
+    all_mounts = list(mounts) + static_mounts(config.app.static)
+    if not all_mounts:
+        return None
+    from treadle.static import StaticFiles
+
+    # Files up to 128 KiB are served from memory in one write.
+    return StaticFiles(all_mounts, script_name=script_name, inline_max_bytes=128 * 1024)
+
+
+class PoolSide:
+    """What every transport's server shares: the pool, the outbox its threads answer
+    through, deadlines, statistics and the access log; started and stopped with the
+    reactor's hooks. A subclass adds where requests come from and ``_check_drained``."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.stats = Stats()
+        # A LeanEPollReactor (reactor.py) drains the outbox itself before it sleeps, so
+        # app threads wake it only when it is asleep; any other reactor is always woken.
+        self.lean_reactor = hasattr(reactor, "add_drain")
+        self.outbox = Outbox(reactor.callFromThread, reactor if self.lean_reactor else None)
+        # After this poll's events, before the reactor blocks: treadle's reactor runs such
+        # calls without a timer; Twisted's own gets a callLater(0).
+        self.call_soon: Callable[[Callable[[], None]], Any] = getattr(
+            reactor, "call_after_events", None
+        ) or (lambda f: reactor.callLater(0, f))
+        self.pool = ThreadPool(config.pool.threads, config.pool.max_queue, schedule=self.call_soon)
+        self.deadlines = Deadlines(reactor)
+        self.access_log = (
+            AccessLog(config.logging.access_log_format) if config.logging.access_log else None
+        )
+
+    def _finished(self, exchange: Exchange) -> None:
+        """Reactor thread: a request ended (answered, aborted, or its client left)."""
+        if exchange.record.request_id:  # set for every request handed to the pool
+            self.stats.finish(exchange.record)
+        if self.access_log is not None:
+            self.access_log(exchange)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        raise NotImplementedError
+
+    def _start_pool_side(self) -> None:
+        """Reactor thread, at start: threads, the outbox drain, treadle.wait, deadlines."""
+        twisted_internals.warn_missing()  # a Twisted without a speed-up says so now, once
+        self.pool.start()
+        if self.lean_reactor:
+            self.reactor.add_drain(self.outbox.drain_pending)
+            pool = self.pool
+            self.reactor.set_idle_spin(self.config.pool.idle_spin_us / 1e6, lambda: pool.all_idle)
+        blocking.install(self.reactor)
+        self.deadlines.start()
+
+    def _stop_pool_side(self) -> None:
+        """Reactor thread, at the end of a stop: undo _start_pool_side (threads end later)."""
+        self.deadlines.stop()
+        blocking.uninstall()
+        if self.lean_reactor:
+            self.reactor.remove_drain(self.outbox.drain_pending)
+            self.reactor.set_idle_spin(0.0)
+
+
+class Server(PoolSide):
     """One process's HTTP server: listeners, connections, the pool."""
 
     def __init__(
@@ -69,20 +135,7 @@ class Server:
         *,
         mounts: Sequence[Any] = (),
     ) -> None:
-        self.config = config
-        self.reactor = reactor
-        self.stats = Stats()
-        # A LeanEPollReactor (reactor.py) drains the outbox itself before it sleeps, so
-        # app threads wake it only when it is asleep; any other reactor is always woken.
-        self.lean_reactor = hasattr(reactor, "add_drain")
-        self.outbox = Outbox(reactor.callFromThread, reactor if self.lean_reactor else None)
-        self.pool = ThreadPool(
-            config.pool.threads,
-            config.pool.max_queue,
-            schedule=getattr(reactor, "call_after_events", None)
-            or (lambda wake: reactor.callLater(0, wake)),
-        )
-        self.deadlines = Deadlines(reactor)
+        super().__init__(config, reactor)
         self.container = WSGIContainer(
             app,
             call_from_thread=self.outbox,
@@ -90,20 +143,9 @@ class Server:
             multiprocess=config.app.multiprocess,
             hard_cancel=config.timeouts.hard_cancel_after_s is not None,
         )
-        all_mounts = list(mounts) + static_mounts(config.app.static)
-        static = None
-        if all_mounts:
-            from treadle.static import StaticFiles
-
-            # Files up to 128 KiB are served from memory in one write.
-            static = StaticFiles(
-                all_mounts, script_name=config.app.script_name, inline_max_bytes=128 * 1024
-            )
+        static = static_files(mounts, config, config.app.script_name)
         self.dispatcher = Dispatcher(
             submit=self._submit, script_name=config.app.script_name, static=static
-        )
-        self.access_log = (
-            AccessLog(config.logging.access_log_format) if config.logging.access_log else None
         )
         # Proxy headers from --forwarded-allow-ips peers set each exchange's peer and scheme
         # before it is routed (the access log and the environ both see them); with the
@@ -181,14 +223,6 @@ class Server:
         self.stats.begin(exchange.record)
         return self.pool.submit(self.container.job(exchange))
 
-    def _finished(self, exchange: Exchange) -> None:
-        """Reactor thread: a request ended (answered, aborted, or its client left)."""
-        if exchange.record.request_id:  # set for every request handed to _submit
-            self.stats.finish(exchange.record)
-        if self.access_log is not None:
-            self.access_log(exchange)
-        self._check_drained()
-
     def busy(self) -> bool:
         """A request is in flight, or an app's close() still runs after its response."""
         return not self.factory.quiet() or bool(self.container.closing)
@@ -226,14 +260,7 @@ class Server:
 
     async def start(self) -> list[str]:
         """Start threads and listeners; returns the addresses (reactor thread)."""
-        twisted_internals.warn_missing()  # a Twisted without a speed-up says so now, once
-        self.pool.start()
-        if self.lean_reactor:
-            self.reactor.add_drain(self.outbox.drain_pending)
-            pool = self.pool
-            self.reactor.set_idle_spin(self.config.pool.idle_spin_us / 1e6, lambda: pool.all_idle)
-        blocking.install(self.reactor)
-        self.deadlines.start()
+        self._start_pool_side()
         for endpoint, scheme in self.endpoints:
             port = await endpoint.listen(self.factory)
             self.ports.append(port)
@@ -273,11 +300,7 @@ class Server:
         for channel in list(self.factory.connections):
             channel.close()
         await self._connections_gone(FLUSH_TIMEOUT_S)
-        self.deadlines.stop()
-        blocking.uninstall()
-        if self.lean_reactor:
-            self.reactor.remove_drain(self.outbox.drain_pending)
-            self.reactor.set_idle_spin(0.0)
+        self._stop_pool_side()
 
     def tls_endpoints(self) -> list[Any]:
         """The listeners whose certificates can be re-read (tls.TLSServerEndpoint)."""
@@ -427,6 +450,29 @@ def run(
     except ConfigError as error:
         log.error("could not start: %s", error)
         return EXIT_USAGE
+
+    def on_begin() -> None:
+        if server.tls_endpoints():
+            # One process: SIGHUP re-reads the certificates (the supervisor's SIGHUP replaces
+            # its workers instead, and they read them afresh); see docs/tls.md.
+            catch_signal(signal.SIGHUP, lambda: reactor.callFromThread(server.reload_certificates))
+
+    return run_reactor(reactor, server, config, on_started, on_begin)
+
+
+def run_reactor(
+    reactor: Any,
+    server: Any,
+    config: Config,
+    on_started: Callable[[Any], None] | None,
+    on_begin: Callable[[], None] | None = None,
+) -> int:
+    """Main thread: run the reactor with ``server`` started in it and stopped before its
+    shutdown (SIGTERM, or SIGINT through ``server.interrupt``); the exit status.
+
+    ``server`` has ``start()`` and ``stop()`` coroutines, ``interrupt()`` and a ``pool``;
+    ``on_begin()`` runs in the reactor thread first (more signal handlers).
+    """
     status = {"code": 0}
 
     def started_failed(failure: Any) -> None:
@@ -436,13 +482,11 @@ def run(
 
     def begin() -> None:
         catch_sigint(lambda: reactor.callFromThread(server.interrupt))
-        if server.tls_endpoints():
-            # One process: SIGHUP re-reads the certificates (the supervisor's SIGHUP replaces
-            # its workers instead, and they read them afresh); see docs/tls.md.
-            catch_signal(signal.SIGHUP, lambda: reactor.callFromThread(server.reload_certificates))
+        if on_begin is not None:
+            on_begin()
         started = defer.Deferred.fromCoroutine(server.start())
         if on_started is not None:
-            started.addCallback(lambda _addresses: on_started(server))
+            started.addCallback(lambda _result: on_started(server))
         started.addErrback(started_failed)
 
     reactor.callWhenRunning(begin)

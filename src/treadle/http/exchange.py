@@ -189,14 +189,19 @@ class Exchange:
         plan = self.plan
         if self.done or plan is None or not plan.body_allowed:
             return
+        data = self._counted(data)
+        if data:
+            self.connection.send(h1_response.encode_chunk(data) if plan.chunked else data)
+
+    def _counted(self, data: bytes) -> bytes:
+        """Reactor thread: the part of a body write that goes out (never past the declared
+        Content-Length), added to the bytes sent. Shared by every framing."""
         if self.remaining is not None:
             if len(data) > self.remaining:
                 data = data[: self.remaining]
             self.remaining -= len(data)
-        if not data:
-            return
         self.record.bytes_sent += len(data)
-        self.connection.send(h1_response.encode_chunk(data) if plan.chunked else data)
+        return data
 
     def finish(self) -> None:
         plan = self.plan

@@ -110,13 +110,9 @@ class H2Exchange(Exchange):
         plan = self.plan
         if self.done or plan is None or not plan.body_allowed:
             return
-        if self.remaining is not None:
-            if len(data) > self.remaining:
-                data = data[: self.remaining]
-            self.remaining -= len(data)
+        data = self._counted(data)
         if not data:
             return
-        self.record.bytes_sent += len(data)
         channel = self.connection
         assert channel.session is not None
         channel.session.send_body(self.sid, data, end_stream=False)

@@ -20,21 +20,15 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
 
-from treadle import blocking, twisted_internals
-from treadle.accesslog import AccessLog
 from treadle.config import Config
-from treadle.deadlines import Deadlines
 from treadle.dispatch import Dispatcher
 from treadle.hardcancel import HardCanceller
 from treadle.http.exchange import Exchange
 from treadle.mongrel2.channel import Handler
 from treadle.mongrel2.transport import Mongrel2Sockets
-from treadle.pool import ThreadPool
-from treadle.server import catch_sigint, static_mounts, tune_gc
-from treadle.stats import Stats
+from treadle.server import PoolSide, run_reactor, static_files
 from treadle.timing import RequestRecord
 from treadle.wsgi import body as bodies
-from treadle.wsgi.bridge import Outbox
 from treadle.wsgi.container import WSGIApp, WSGIContainer
 
 log = logging.getLogger("treadle")
@@ -62,7 +56,7 @@ def default_recv_spec(send_spec: str) -> str:
     return f"{base}:{int(port) - 1}"
 
 
-class Mongrel2Server:
+class Mongrel2Server(PoolSide):
     """One handler process: Mongrel2's sockets, the pool, the app."""
 
     def __init__(
@@ -74,37 +68,14 @@ class Mongrel2Server:
         *,
         mounts: Sequence[Any] = (),
     ) -> None:
+        super().__init__(config, reactor)
         self.app = app
-        self.config = config
-        self.reactor = reactor
         self.endpoints = endpoints
-        self.stats = Stats()
-        self.lean_reactor = hasattr(reactor, "add_drain")
-        self.outbox = Outbox(reactor.callFromThread, reactor if self.lean_reactor else None)
-        self.pool = ThreadPool(
-            config.pool.threads,
-            config.pool.max_queue,
-            schedule=getattr(reactor, "call_after_events", None)
-            or (lambda wake: reactor.callLater(0, wake)),
-        )
-        self.deadlines = Deadlines(reactor)
         # SCRIPT_NAME comes from each request's route: one container per route prefix.
         self.containers: dict[str, WSGIContainer] = {}
-        all_mounts = list(mounts) + static_mounts(config.app.static)
-        static = None
-        if all_mounts:
-            from treadle.static import StaticFiles
-
-            static = StaticFiles(all_mounts, script_name="", inline_max_bytes=128 * 1024)
+        static = static_files(mounts, config, "")
         self.dispatcher = Dispatcher(submit=self._submit, script_name="", static=static)
-        self.access_log = (
-            AccessLog(config.logging.access_log_format) if config.logging.access_log else None
-        )
-        # After this poll's events, before the reactor blocks: treadle's reactor runs such
-        # calls without a timer; Twisted's own gets a callLater(0).
-        call_soon = getattr(reactor, "call_after_events", None) or (
-            lambda f: reactor.callLater(0, f)
-        )
+        call_soon = self.call_soon
         self.handler = Handler(
             send=self._send,
             call_soon=call_soon,
@@ -183,13 +154,6 @@ class Mongrel2Server:
         self.stats.begin(exchange.record)
         return self.pool.submit(self.container(script_name).job(exchange))
 
-    def _finished(self, exchange: Exchange) -> None:
-        if exchange.record.request_id:
-            self.stats.finish(exchange.record)
-        if self.access_log is not None:
-            self.access_log(exchange)
-        self._check_drained()
-
     def busy(self) -> bool:
         return not self.handler.quiet() or any(c.closing for c in self.containers.values())
 
@@ -200,14 +164,7 @@ class Mongrel2Server:
 
     async def start(self) -> None:
         """Reactor thread: threads, then the sockets."""
-        twisted_internals.warn_missing()
-        self.pool.start()
-        if self.lean_reactor:
-            self.reactor.add_drain(self.outbox.drain_pending)
-            pool = self.pool
-            self.reactor.set_idle_spin(self.config.pool.idle_spin_us / 1e6, lambda: pool.all_idle)
-        blocking.install(self.reactor)
-        self.deadlines.start()
+        self._start_pool_side()
         self.sockets.on_connected = self._connected
         self.sockets.start()
         # A safety net once a tick: a ZeroMQ descriptor's edge consumed by another call
@@ -251,11 +208,7 @@ class Mongrel2Server:
                 client.refuse(503, "Service Unavailable: the server is shutting down")
             client.flush()
         self.sockets.close()
-        self.deadlines.stop()
-        blocking.uninstall()
-        if self.lean_reactor:
-            self.reactor.remove_drain(self.outbox.drain_pending)
-            self.reactor.set_idle_spin(0.0)
+        self._stop_pool_side()
 
     def interrupt(self) -> None:
         """Reactor thread, on SIGINT: the first starts the graceful stop, a second ends it."""
@@ -301,25 +254,4 @@ def run(
 
         reactor = global_reactor
     server = Mongrel2Server(app, config, reactor, endpoints, mounts=mounts)
-    status = {"code": 0}
-
-    def failed(failure: Any) -> None:
-        log.error("could not start: %s", failure.getErrorMessage())
-        status["code"] = 1
-        reactor.stop()
-
-    def begin() -> None:
-        catch_sigint(lambda: reactor.callFromThread(server.interrupt))
-        started = defer.Deferred.fromCoroutine(server.start())
-        if on_started is not None:
-            started.addCallback(lambda _: on_started(server))
-        started.addErrback(failed)
-
-    reactor.callWhenRunning(begin)
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromCoroutine(server.stop())
-    )
-    tune_gc(config.pool.gc_threshold)
-    reactor.run()
-    server.pool.stop(timeout_s=1.0)
-    return status["code"]
+    return run_reactor(reactor, server, config, on_started)
