@@ -28,7 +28,7 @@ from treadle.config import Limits
 from treadle.errors import ProtocolError
 from treadle.http.events import Data, EndOfMessage, Event
 from treadle.http.h2_floods import FloodGuard
-from treadle.http.h2_heads import goaway_frame, request_head
+from treadle.http.h2_heads import Malformed, check_trailers, goaway_frame, request_head
 
 # Receive windows we open (RFC 9113 §6.9.2 starts both at 64 KiB - 1).
 STREAM_WINDOW_BYTES = 1024 * 1024
@@ -48,7 +48,10 @@ class H2Limits:
 
 @dataclass(slots=True)
 class StreamReset:
-    """The client reset the stream (RST_STREAM) or it ended with the connection."""
+    """The client reset the stream (RST_STREAM) or it ended with the connection; or we did,
+    for a malformed request (``reason`` then says why: the reactor side logs it)."""
+
+    reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,11 +88,13 @@ class H2Session:
     ):
         self.limits = limits
         self.h2_limits = h2_limits
-        # Responses are checked and lower-cased by response_head(): h2's own pass over them
-        # would cost as much again. What clients send is checked by h2, always.
+        # Heads are checked by h2_heads in one pass each way (request_head, response_head):
+        # h2's own generator passes over them cost as much again (a tenth of a request).
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
             split_outbound_cookies=False,
@@ -110,6 +115,7 @@ class H2Session:
         self.pending: dict[int, _Outgoing] = {}  # streams with response bytes not yet framed
         self.received: dict[int, int] = {}  # request body bytes per stream, for --max-body
         self.refused: set[int] = set()  # streams answered before their body was read
+        self.reset_now: set[int] = set()  # malformed streams reset while reading a chunk
         # Flood accounting, from frame headers, before h2 sees the bytes.
         self.floods = FloodGuard(h2_limits.max_concurrent_streams, h2_limits.max_header_list_bytes)
         self.draining = False  # our graceful GOAWAY is sent: no new streams
@@ -156,7 +162,9 @@ class H2Session:
         for event in h2_events:
             kind = type(event)
             if kind is h2.events.RequestReceived:
-                self.request(event, out)  # type: ignore[arg-type]
+                self.request(event, out, now)  # type: ignore[arg-type]
+                if self.ended:
+                    return out  # too many malformed streams: GOAWAY is queued
             elif kind is h2.events.DataReceived:
                 self.body(event, out)  # type: ignore[arg-type]
             elif kind is h2.events.StreamEnded:
@@ -175,10 +183,42 @@ class H2Session:
                 self.ended = True
                 out.append((0, ConnectionEnded("the client sent GOAWAY", by_peer=True)))
             elif kind is h2.events.TrailersReceived:
-                pass  # PEP 3333 has no place for request trailers; the body is whole
+                # PEP 3333 has no place for request trailers; the body is whole. Still,
+                # a malformed trailer section makes the request malformed (§8.1.1).
+                try:
+                    check_trailers(event.headers or [])  # type: ignore[attr-defined]
+                except Malformed as error:
+                    if self.malformed(event.stream_id, error, now, out):  # type: ignore[attr-defined]
+                        return out
+        if self.reset_now:
+            # h2 drops whatever else the client sends on a stream it saw us reset.
+            self.refused -= self.reset_now
+            self.reset_now.clear()
         return out
 
-    def request(self, event: h2.events.RequestReceived, out: list[tuple[int, H2Event]]) -> None:
+    def malformed(
+        self, sid: int, error: Malformed, now: float, out: list[tuple[int, H2Event]]
+    ) -> bool:
+        """RFC 9113 §8.1.1: a malformed request is a stream error (RST_STREAM
+        PROTOCOL_ERROR); the connection serves on. Counted with the client's own resets
+        (a client making us reset streams is the same flood: "MadeYouReset", 2025):
+        True when that ended the connection."""
+        out.append((sid, StreamReset(f"malformed request: {error}")))
+        self.forget(sid)
+        self.refused.add(sid)  # what h2 reports of it in this batch is dropped
+        self.reset_now.add(sid)
+        try:
+            self.conn.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+        except h2.exceptions.StreamClosedError:
+            pass
+        if self.floods.resets.hit(now):
+            out += self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "malformed streams (MadeYouReset)")
+            return True
+        return False
+
+    def request(
+        self, event: h2.events.RequestReceived, out: list[tuple[int, H2Event]], now: float
+    ) -> None:
         sid = event.stream_id
         if self.draining and sid > self.last_stream_id:
             # Opened after our GOAWAY: never processed, safe to retry (RFC 9113 §6.8).
@@ -187,6 +227,9 @@ class H2Session:
             return
         try:
             head = request_head(event.headers or [], self.limits)  # type: ignore[arg-type]
+        except Malformed as error:
+            self.malformed(sid, error, now, out)
+            return
         except ProtocolError as error:
             self.refuse(sid, error, out)
             return

@@ -1,9 +1,10 @@
 """HTTP/2 heads: a request's decoded header list -> RequestHead; a WSGI response -> fields.
 
-Pure layer: no I/O, no h2 state. The request side applies the same limits as HTTP/1.1
-(431, 414) and refuses CONNECT (501); the response side checks what the app gave and drops
-what HTTP/2 forbids, as http/h1_response.py does for HTTP/1.1. It must not frame anything
-but a GOAWAY (whose bytes the session writes itself at a drain).
+Pure layer: no I/O, no h2 state. The request side checks what RFC 9113 calls malformed
+(h2's own inbound checks are off: this one pass replaces six generator passes), applies
+the same limits as HTTP/1.1 (431, 414) and refuses CONNECT (501); the response side checks
+what the app gave and drops what HTTP/2 forbids, as http/h1_response.py does for HTTP/1.1.
+It must not frame anything but a GOAWAY (whose bytes the session writes itself at a drain).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ _HOP_BY_HOP = frozenset(
 _STATUS = re.compile(r"([2-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # RFC 9110 §5.1, lower case (§8.2.1)
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
+# A field value (RFC 9113 §8.2.1): no NUL, CR or LF; no SP or HTAB at either end.
+_VALUE = re.compile(rb"(?:[^\x00\r\n\t ](?:[^\x00\r\n]*[^\x00\r\n\t ])?)?")
 
 
 def goaway_frame(last_stream_id: int, code: int) -> bytes:
@@ -32,46 +35,115 @@ def goaway_frame(last_stream_id: int, code: int) -> bytes:
     )
 
 
-def request_head(headers: list[tuple[bytes, bytes]], limits: Limits) -> RequestHead:
-    """A request's decoded header list -> RequestHead; ProtocolError(431/414/501) to refuse.
+class Malformed(Exception):
+    """A request HTTP/2 calls malformed (RFC 9113 §8.1.1): a stream error, PROTOCOL_ERROR."""
 
-    h2 has already checked the pseudo-header rules (RFC 9113 §8.3) and refused the
-    connection-specific fields (§8.2.2).
+
+def field_error(name: bytes, value: bytes) -> str | None:
+    """What RFC 9113 §8.2 forbids in a regular field line, or None.
+
+    Names must be lower-case tokens (RFC 9110 §5.1: stricter than §8.2.1 alone, as our
+    HTTP/1.1 parser is); values hold no NUL, CR or LF and no white space at either end.
     """
-    method = path = authority = None
+    if _TOKEN.fullmatch(name) is None:
+        return f"bad field name {name!r}"
+    if _VALUE.fullmatch(value) is None:
+        return f"bad value for {name.decode('latin-1')}"
+    if name in _HOP_BY_HOP:
+        return f"connection-specific field {name.decode('latin-1')}"  # §8.2.2
+    if name == b"te" and value.lower() != b"trailers":
+        return "TE other than trailers"
+    return None
+
+
+def check_trailers(headers: list[tuple[bytes, bytes]]) -> None:
+    """Malformed for a trailer section HTTP/2 forbids (no pseudo-header fields, §8.1)."""
+    for name, value in headers:
+        error = "pseudo-header field in trailers" if name[:1] == b":" else field_error(name, value)
+        if error is not None:
+            raise Malformed(error)
+
+
+def request_head(headers: list[tuple[bytes, bytes]], limits: Limits) -> RequestHead:
+    """A request's decoded header list -> RequestHead, in one pass.
+
+    Malformed (RFC 9113 §8.1.1) for what HTTP/2 forbids: pseudo-header fields unknown,
+    repeated or after a regular one, or missing (§8.3.1); field lines as ``field_error``
+    says; more than one Host, or Host unlike :authority; a Content-Length that is no
+    number. ProtocolError(431/414/501) to answer a well-formed request we refuse. Cookie
+    lines are joined with "; " (§8.2.3), as one field line.
+    """
+    method = path = scheme = authority = host = protocol = None
+    regular = False
     fields: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    content_length: int | None = None
     size = 0
     for name, value in headers:
         if name[:1] == b":":
-            if name == b":method":
+            if regular:
+                raise Malformed(f"pseudo-header field {name!r} after a regular one")
+            if _VALUE.fullmatch(value) is None:
+                raise Malformed(f"bad value for {name!r}")
+            if name == b":method" and method is None:
                 method = value
-            elif name == b":path":
+            elif name == b":path" and path is None:
                 path = value
-            elif name == b":authority":
+            elif name == b":scheme" and scheme is None:
+                scheme = value
+            elif name == b":authority" and authority is None:
                 authority = value
+            elif name == b":protocol" and protocol is None:
+                protocol = value
+            else:
+                raise Malformed(f"unknown or repeated pseudo-header field {name!r}")
             continue
+        regular = True
+        error = field_error(name, value)
+        if error is not None:
+            raise Malformed(error)
         size += len(name) + len(value) + 4  # as the HTTP/1.1 field line would count
+        if name == b"cookie":
+            cookies.append(value)
+            continue
+        if name == b"host":
+            if host is not None:
+                raise Malformed("more than one Host")
+            host = value
+        elif name == b"content-length":
+            if not value.isdigit() or (content_length is not None and int(value) != content_length):
+                raise Malformed("bad Content-Length")
+            if content_length is not None:
+                continue
+            content_length = int(value)
         fields.append((name, value))
+    if cookies:
+        fields.append((b"cookie", b"; ".join(cookies)))
+    if method is None:
+        raise Malformed("no :method")
+    if authority is None:
+        if host is None:
+            raise Malformed("neither :authority nor Host")
+        authority = host  # RFC 9113 §8.3.1: Host stands in when :authority is absent
+    elif host is not None and host != authority:
+        raise Malformed("Host unlike :authority")
+    if method == b"CONNECT":
+        if protocol is None and (scheme is not None or path is not None):
+            raise Malformed("CONNECT with :scheme or :path")
+        # RFC 9113 §8.5: CONNECT makes a tunnel, which a WSGI app cannot serve.
+        raise ProtocolError("Not Implemented: CONNECT", 501)
+    if protocol is not None or scheme is None or not path:
+        raise Malformed(":protocol, or no :scheme or :path")
     if len(fields) > limits.max_header_count:
         raise ProtocolError("Request Header Fields Too Large: too many fields", 431)
     if size > limits.max_header_bytes:
         raise ProtocolError("Request Header Fields Too Large", 431)
-    if method is None or method == b"CONNECT" or path is None:
-        # RFC 9113 §8.5: CONNECT makes a tunnel, which a WSGI app cannot serve.
-        raise ProtocolError("Not Implemented: CONNECT", 501)
     if len(path) > limits.max_request_line_bytes:
         raise ProtocolError("URI Too Long", 414)
-    target = path
     raw_path, _, query = path.partition(b"?")
-    content_length: int | None = None
-    for name, value in fields:
-        if name == b"content-length":
-            content_length = int(value)  # h2 checked it is a number matching the body
-        elif name == b"host" and authority is None:
-            authority = value  # RFC 9113 §8.3.1: Host stands in when :authority is absent
     return RequestHead(
         method=method,
-        target=target,
+        target=path,
         path=raw_path,
         query=query,
         http_version="2",

@@ -155,6 +155,8 @@ class H2Channel:
                     exchange.deadline = None  # the body is in: --request-timeout from now
                     exchange.body_end()
             elif kind is h2.StreamReset:
+                if event.reason is not None:  # type: ignore[union-attr]
+                    log.info("%s: stream %d: %s", self.peer_text, sid, event.reason)  # type: ignore[union-attr]
                 self.stream_reset(sid)
             elif kind is h2.ConnectionEnded:
                 self.ended(event)  # type: ignore[arg-type]
