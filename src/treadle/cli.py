@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     reactor.install()  # before the app is imported: it may import the global reactor
     if namespace.command == "mongrel2":
-        sys.exit(run_mongrel2(namespace))
+        sys.exit(run_mongrel2(namespace, sys.argv[1:] if argv is None else list(argv)))
     if namespace.command == "mongrel2-broker":
         sys.exit(run_mongrel2_broker(namespace))
 
@@ -331,23 +331,62 @@ def pyzmq_missing(error: ImportError) -> int:
     return EXIT_USAGE
 
 
-def run_mongrel2(namespace: argparse.Namespace) -> int:
-    """``treadle mongrel2``: the app behind Mongrel2; the exit status."""
-    from treadle import logs
+def run_mongrel2(namespace: argparse.Namespace, args: list[str]) -> int:
+    """``treadle mongrel2``: the app behind Mongrel2; the exit status.
 
-    try:
-        from treadle.mongrel2 import command, serve
-    except ImportError as error:
-        return pyzmq_missing(error)
+    With --workers, --max-requests or --reload this process is the supervisor (it imports
+    neither pyzmq nor the app and holds no socket) and its workers run this same command.
+    """
+    import importlib.util
+
+    from treadle import logs, reload
+    from treadle.mongrel2 import command
+    from treadle.supervisor import child, standalone
+
+    if importlib.util.find_spec("zmq") is None:
+        return pyzmq_missing(ImportError("No module named 'zmq'"))
     try:
         config = config_from(namespace)
         endpoints = command.endpoints_from(namespace)
-        app = load_app(namespace.target, factory=config.app.factory)
-    except (ConfigError, AppLoadError) as error:
+    except ConfigError as error:
         print(f"treadle: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if not child.is_child() and (config.reload.reload or config.supervised()):
+        logs.configure(config)
+        child_argv = [sys.executable, "-m", "treadle", *args]
+        if config.reload.reload:
+            watch_dirs = reload.watch_dirs_for(namespace.target)
+            return reload.run_with_reload(
+                child_argv, config, watch_dirs=watch_dirs, listen_on=False
+            )
+        from treadle.supervisor import arbiter
+
+        return arbiter.run_workers(child_argv, config, listen_on=False)
+    try:
+        from treadle.mongrel2 import serve
+    except ImportError as error:
+        return pyzmq_missing(error)
+    try:
+        if child.is_child():
+            config = child.adopt(config)  # dies with the supervisor; wsgi.multiprocess
+        else:
+            standalone.prepare_without_sockets(config)  # pid file, --user: before the app
+        app = load_app(namespace.target, factory=config.app.factory)
+    except (ConfigError, AppLoadError) as error:
+        if child.is_child():
+            reload.print_cause(error)  # the developer wants the whole traceback
+        print(f"treadle: error: {error}", file=sys.stderr)
+        load_failed = isinstance(error, AppLoadError) and child.is_worker()
+        return child.EXIT_APP_LOAD if load_failed else EXIT_USAGE
     logs.configure(config)
-    return serve.run(app, config, endpoints)
+    if child.is_child():
+        return serve.run(app, config, endpoints, on_started=child.on_started)
+    try:
+        return serve.run(
+            app, config, endpoints, on_started=lambda _server: standalone.started(config)
+        )
+    finally:
+        standalone.finish(config, [])
 
 
 def run_mongrel2_broker(namespace: argparse.Namespace) -> int:

@@ -149,17 +149,22 @@ def _shown(paths: Sequence[str]) -> str:
 
 
 def run_with_reload(
-    child_argv: list[str], config: Config, *, watch_dirs: Sequence[Path] | None = None
+    child_argv: list[str],
+    config: Config,
+    *,
+    watch_dirs: Sequence[Path] | None = None,
+    listen_on: bool = True,
 ) -> int:
     """Hold the sockets, run ``child_argv`` and restart it on change until SIGTERM/SIGINT.
 
     Main thread of the parent: the supervisor's loop (ReloadArbiter), with the file watcher
     in a thread of its own. Returns 0 after a signal, 1 when a socket cannot be bound.
+    ``listen_on=False``: no socket is held (``treadle mongrel2``: the child connects).
     """
     held: list[Held] = []
     binds: list[str] = []
     try:
-        for bind in config.listen.bind:
+        for bind in config.listen.bind if listen_on else ():
             kept = hold(bind, config.listen.backlog)
             if kept is None:
                 log.info("reload keeps no socket for %s: each worker binds it itself", bind)

@@ -92,6 +92,8 @@ class PoolSide:
         self.access_log = (
             AccessLog(config.logging.access_log_format) if config.logging.access_log else None
         )
+        # A supervised worker counts its requests here (--max-requests: supervisor/child.py).
+        self.on_request_finished: Callable[[Exchange], None] | None = None
 
     def _finished(self, exchange: Exchange) -> None:
         """Reactor thread: a request ended (answered, aborted, or its client left)."""
@@ -99,7 +101,13 @@ class PoolSide:
             self.stats.finish(exchange.record)
         if self.access_log is not None:
             self.access_log(exchange)
+        if self.on_request_finished is not None:
+            self.on_request_finished(exchange)
         self._check_drained()
+
+    def running(self) -> list[Any]:
+        """Reactor thread: the requests whose app thread runs now (RequestRecord)."""
+        raise NotImplementedError
 
     def _check_drained(self) -> None:
         raise NotImplementedError
@@ -222,6 +230,9 @@ class Server(PoolSide):
         """Reactor thread: hand a request to the pool (False when the queue is full)."""
         self.stats.begin(exchange.record)
         return self.pool.submit(self.container.job(exchange))
+
+    def running(self) -> list[Any]:
+        return list(self.container.running)  # a copy: app threads change the set
 
     def busy(self) -> bool:
         """A request is in flight, or an app's close() still runs after its response."""

@@ -1,23 +1,25 @@
 """``treadle mongrel2``: its arguments, then load the app and serve Mongrel2's requests.
 
-Composition layer, called by cli.py (the only module that exits). Every WSGI-side
-setting of ``treadle serve`` is taken (generated from config.py as there); the
-listening, reload and process-tree settings are not, since Mongrel2 does the listening.
+Composition layer, called by cli.py (the only module that exits). Every WSGI-side and
+process-tree setting of ``treadle serve`` is taken (generated from config.py as there:
+--workers, --max-requests, --reload, --pid-file ...); the listening, TLS and HTTP/2
+settings are not, since Mongrel2 does the listening. It imports no pyzmq (the supervisor's
+process reads the command line with it).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from treadle.config import GROUPS
 from treadle.errors import ConfigError
 
-# The settings groups of `treadle serve` that concern the app, not the listening sockets,
-# the process tree, TLS or HTTP/2 (Mongrel2 does all of that).
-TAKEN_GROUPS = {"app", "pool", "limits", "timeouts", "logging"}
+# The settings groups of `treadle serve` that concern the app and the process tree, not
+# the listening sockets, TLS or HTTP/2 (Mongrel2 does all of that).
+TAKEN_GROUPS = {"app", "pool", "limits", "timeouts", "logging", "reload", "workers", "process"}
 # Left out of those: SCRIPT_NAME comes from each request's route; Mongrel2 reads the client.
 NOT_TAKEN = {
     "script_name",
@@ -32,6 +34,26 @@ UPLOAD_TIMEOUT_S = 60.0
 # What Mongrel2's handler specs look like: tcp://host:port (host a name, an address, "*"
 # or [IPv6]), ipc://path, inproc://name.
 _SPEC = re.compile(r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.*_-]+):[0-9]{1,5}|(ipc|inproc)://\S+")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where Mongrel2 is: its PUSH (send_spec) and SUB (recv_spec) sockets."""
+
+    send_spec: str
+    recv_spec: str
+    send_ident: str | None = None
+    upload_dir: Path | None = None
+    upload_timeout_s: float = 60.0
+    broker_spec: str | None = None  # take requests from `treadle mongrel2-broker` there
+
+
+def default_recv_spec(send_spec: str) -> str:
+    """Mongrel2's examples put recv_spec one port below send_spec (9997 -> 9996)."""
+    base, sep, port = send_spec.rpartition(":")
+    if not sep or not port.isdigit() or int(port) < 1:
+        raise ValueError(f"cannot guess RECV_SPEC from {send_spec!r}: give it")
+    return f"{base}:{int(port) - 1}"
 
 
 def excluded_settings() -> list[str]:
@@ -97,10 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def endpoints_from(namespace: argparse.Namespace) -> Any:
-    """The command line -> serve.Endpoints; ConfigError when it does not add up."""
+def endpoints_from(namespace: argparse.Namespace) -> Endpoints:
+    """The command line -> Endpoints; ConfigError when it does not add up.
+
+    It imports no pyzmq: the supervisor's process checks the command line with it too.
+    """
     from treadle.mongrel2.config_db import read_handler
-    from treadle.mongrel2.serve import Endpoints, default_recv_spec
 
     upload_dir = namespace.upload_dir
     if namespace.from_config:

@@ -13,8 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
@@ -25,6 +23,7 @@ from treadle.dispatch import Dispatcher
 from treadle.hardcancel import HardCanceller
 from treadle.http.exchange import Exchange
 from treadle.mongrel2.channel import Handler
+from treadle.mongrel2.command import Endpoints
 from treadle.mongrel2.transport import Mongrel2Sockets
 from treadle.server import PoolSide, run_reactor, static_files
 from treadle.timing import RequestRecord
@@ -34,26 +33,6 @@ from treadle.wsgi.container import WSGIApp, WSGIContainer
 log = logging.getLogger("treadle")
 
 MAX_MOUNTS = 64  # distinct route prefixes given their own SCRIPT_NAME (admins write routes)
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoints:
-    """Where Mongrel2 is: its PUSH (send_spec) and SUB (recv_spec) sockets."""
-
-    send_spec: str
-    recv_spec: str
-    send_ident: str | None = None
-    upload_dir: Path | None = None
-    upload_timeout_s: float = 60.0
-    broker_spec: str | None = None  # take requests from `treadle mongrel2-broker` there
-
-
-def default_recv_spec(send_spec: str) -> str:
-    """Mongrel2's examples put recv_spec one port below send_spec (9997 -> 9996)."""
-    base, sep, port = send_spec.rpartition(":")
-    if not sep or not port.isdigit() or int(port) < 1:
-        raise ValueError(f"cannot guess RECV_SPEC from {send_spec!r}: give it")
-    return f"{base}:{int(port) - 1}"
 
 
 class Mongrel2Server(PoolSide):
@@ -116,7 +95,10 @@ class Mongrel2Server(PoolSide):
             self.deadlines.on_tick.append(check_hard_cancels)
         self._stopping = False
         self._drained: defer.Deferred[None] | None = None
+        self._subscribed: defer.Deferred[None] | None = None
         self._interrupted = False
+        # What a supervisor's log shows for this worker (supervisor/child.py reports it).
+        self.addresses = [endpoints.broker_spec or endpoints.send_spec]
         self.container("")  # the common case, made before any thread starts
 
     def container(self, script_name: str) -> WSGIContainer:
@@ -154,6 +136,10 @@ class Mongrel2Server(PoolSide):
         self.stats.begin(exchange.record)
         return self.pool.submit(self.container(script_name).job(exchange))
 
+    def running(self) -> list[RequestRecord]:
+        """Reactor thread: the requests whose app thread runs (a copy: threads change it)."""
+        return [record for c in list(self.containers.values()) for record in list(c.running)]
+
     def busy(self) -> bool:
         return not self.handler.quiet() or any(c.closing for c in self.containers.values())
 
@@ -163,9 +149,12 @@ class Mongrel2Server(PoolSide):
             drained.callback(None)
 
     async def start(self) -> None:
-        """Reactor thread: threads, then the sockets."""
+        """Reactor thread: threads, then the sockets; returns once Mongrel2 has subscribed
+        and requests are taken (a supervised worker reports ready only then, so a reload
+        stops the old workers only once the new ones are handling)."""
         self._start_pool_side()
         self.sockets.on_connected = self._connected
+        subscribed = self._subscribed = defer.Deferred()
         self.sockets.start()
         # A safety net once a tick: a ZeroMQ descriptor's edge consumed by another call
         # would otherwise leave a request waiting until the next message arrives.
@@ -176,13 +165,18 @@ class Mongrel2Server(PoolSide):
             os.getpid(),
             self.config.pool.threads,
         )
+        await subscribed
 
     def _connected(self) -> None:
         log.info(
-            "Handling for Mongrel2: requests from %s, responses to %s",
+            "Handling for Mongrel2: requests from %s, responses to %s (pid %d)",
             self.endpoints.broker_spec or self.endpoints.send_spec,
             self.endpoints.recv_spec,
+            os.getpid(),
         )
+        subscribed, self._subscribed = self._subscribed, None
+        if subscribed is not None:
+            subscribed.callback(None)
 
     async def stop(self) -> None:
         """Graceful stop: take no new requests, finish those in hand, then close."""

@@ -491,13 +491,15 @@ class Arbiter(Loop):
         """SIGCHLD: the loop reaps on every turn; the signal only wakes it."""
 
 
-def run_workers(argv: Sequence[str], config: Config) -> int:
+def run_workers(argv: Sequence[str], config: Config, *, listen_on: bool = True) -> int:
     """Hold every --bind, then supervise workers running ``argv``. Returns the exit status.
 
     The pid file is claimed before binding and written once bound; --user/--group are
-    dropped after binding, before the first worker is spawned.
+    dropped after binding, before the first worker is spawned. ``listen_on=False``: hold
+    no socket at all (``treadle mongrel2``'s workers connect to Mongrel2 themselves).
     """
     process = config.process
+    binds = config.listen.bind if listen_on else ()
     held: list[Held] = []
     try:
         privileges.set_umask(process.umask)
@@ -505,12 +507,12 @@ def run_workers(argv: Sequence[str], config: Config) -> int:
             pidfile.check(process.pid_file)
         privileges.resolve(process.user, process.group)  # a typo fails before binding
         # A bad certificate or key file: one line and status 2 here, not one per worker.
-        listen.check_certificates(config.listen.bind, config.tls)
+        listen.check_certificates(binds, config.tls)
     except ConfigError as error:
         log.error("could not start: %s", error)
         return EXIT_USAGE
     try:
-        for bind in config.listen.bind:
+        for bind in binds:
             kept = hold(
                 bind,
                 config.listen.backlog,

@@ -1,10 +1,11 @@
 """What a process started by a supervisor (or the dev reloader) does to take its place.
 
 Composition layer, used by the entry points in the child. The parent describes the child's
-job in one environment variable: the sockets to adopt (``fd:N`` binds), whether several
-workers serve (``wsgi.multiprocess``), the recycling count, and a pipe to report on. The
-child reports, as JSON lines on that pipe: ``ready`` (with its addresses) once it listens,
-a ``beat`` from its reactor every second, and ``retire`` once it has served its
+job in one environment variable: the sockets to adopt (``fd:N`` binds; none for ``treadle
+mongrel2``, whose workers connect to Mongrel2 themselves), whether several workers serve
+(``wsgi.multiprocess``), the recycling count, and a pipe to report on. The child reports,
+as JSON lines on that pipe: ``ready`` (with its addresses) once it takes requests, a
+``beat`` from its reactor every second, and ``retire`` once it has served its
 --max-requests. It never binds a socket and never reads anything from the parent.
 """
 
@@ -86,7 +87,8 @@ def adopt(config: Config) -> Config:
     """``config`` with the parent's sockets as its binds; the process dies with the parent.
 
     The adopted binds replace whatever flags and environment said, because the parent
-    already bound exactly those addresses.
+    already bound exactly those addresses. A job with no binds (``treadle mongrel2``'s
+    workers, which listen on nothing) leaves the binds alone.
     """
     current = job()
     if current is None:
@@ -99,7 +101,7 @@ def adopt(config: Config) -> Config:
         # A worker stuck while it starts (an import that hangs) writes every thread's stack
         # when the supervisor gives up on it (--worker-start-timeout).
         faulthandler.register(signal.SIGUSR2, all_threads=True)
-    changes: dict[str, Any] = {"bind": current.binds}
+    changes: dict[str, Any] = {"bind": current.binds} if current.binds else {}
     if current.multiprocess:
         changes["multiprocess"] = True
     return config.replace(**changes)
@@ -141,7 +143,9 @@ class Reporter:
 
 
 def on_started(server: Any) -> None:
-    """Reactor thread, once ``server`` listens: report ready, then beat and count requests."""
+    """Reactor thread, once ``server`` takes requests: report ready, then beat and count
+    requests. ``server`` is a server.PoolSide (HTTP's Server, or a Mongrel2Server once
+    Mongrel2 has subscribed) with ``addresses`` to report."""
     current = job()
     if current is None or current.channel is None:
         return
@@ -173,7 +177,7 @@ def in_flight(server: Any) -> list[list[Any]]:
     found: dict[int, list[Any]] = {}
     for request in server.stats.inflight():
         found[request["request_id"]] = [request["method"], request["path"], request["elapsed_s"]]
-    for record in list(server.container.running):  # a copy: app threads change the set
+    for record in server.running():
         if record.started_at:
             elapsed_s = now - record.started_at
             found.setdefault(record.request_id, [record.method, record.path, elapsed_s])
@@ -193,20 +197,16 @@ def _count_requests(server: Any, limit: int, reporter: Reporter) -> None:
     The supervisor starts the replacement and stops this worker only once it is ready,
     so capacity never drops while workers recycle.
     """
-    factory = server.factory
-    finished = factory.on_finished
     served = 0
 
-    def counted(exchange: Any) -> None:
+    def counted(_exchange: Any) -> None:
         nonlocal served
-        if finished is not None:
-            finished(exchange)
         served += 1
         if served == limit:
             log.info("served %d requests (--max-requests): asking to be replaced", served)
             reporter.send(retire=served)
 
-    factory.on_finished = counted
+    server.on_request_finished = counted
 
 
 def _reopen_logs_on_sigusr1(reactor: Any) -> None:

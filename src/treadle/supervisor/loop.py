@@ -159,11 +159,12 @@ class Loop:
         return self.exit_status
 
     def _log_start(self) -> None:
+        held = " ".join(kept.address for kept in self.held)
         log.info(
-            "supervisor %d: starting %d workers on %s",
+            "supervisor %d: starting %d workers%s",
             os.getpid(),
             self.count,
-            " ".join(kept.address for kept in self.held),
+            f" on {held}" if held else "",  # none: the workers connect (treadle mongrel2)
         )
 
     def _log_stopped(self) -> None:

@@ -55,6 +55,20 @@ def prepare(config: Config) -> tuple[Config, list[Held]]:
     return config.replace(bind=tuple(binds)), held
 
 
+def prepare_without_sockets(config: Config) -> None:
+    """``treadle mongrel2``'s one process, which listens on nothing: set the umask, claim
+    the pid file and drop privileges (ConfigError when one cannot be done)."""
+    process = config.process
+    privileges.set_umask(process.umask)
+    if process.pid_file:
+        pidfile.check(process.pid_file)
+    privileges.resolve(process.user, process.group)
+    try:
+        privileges.drop(process.user, process.group)
+    except OSError as error:
+        raise ConfigError(f"cannot switch user: {error}") from None
+
+
 def started(config: Config) -> None:
     """Once listening."""
     if config.process.pid_file:
