@@ -22,11 +22,18 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import Running, treadle_command
-from tests.integration.mongrel2_server import HANDLER_IDENT, M2SH, MONGREL2, Mongrel2
+from tests.integration.mongrel2_server import (
+    HANDLER_IDENT,
+    M2SH,
+    MONGREL2,
+    Mongrel2,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -282,3 +289,42 @@ def test_max_requests_recycles_workers_losing_only_what_was_on_the_wire(
     for old in retired:
         assert load.pids.count(old) >= 20  # it served on until its replacement was ready
     assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+APP_SOURCE = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%s"]
+"""
+
+
+def test_reload_restarts_the_handler_when_a_source_file_changes(
+    mongrel2: Mongrel2, tmp_path: Path
+) -> None:
+    (tmp_path / "devapp.py").write_text(APP_SOURCE % "v1")
+    command = treadle_command(
+        "mongrel2", "devapp:app", mongrel2.send_spec, mongrel2.recv_spec, "--reload"
+    )
+    running = Running(command, cwd=tmp_path, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    try:
+        running.wait_for_line("Handling for Mongrel2", timeout=30)
+        assert body_of(mongrel2) == b"v1"
+        (tmp_path / "devapp.py").write_text(APP_SOURCE % "v2")
+        running.wait_for_line("reloading: devapp.py", timeout=20)
+        # The old handler stops first (the new code may not load), then the new one starts.
+        wait_until(
+            lambda: running.output.count("Handling for Mongrel2") == 2, 20, "the new handler"
+        )
+        assert body_of(mongrel2) == b"v2"
+        assert running.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        running.kill()
+
+
+def body_of(mongrel2: Mongrel2) -> bytes:
+    connection = mongrel2.connection(LOST_AFTER_S)
+    try:
+        connection.request("GET", "/app/")
+        return connection.getresponse().read()
+    finally:
+        connection.close()
