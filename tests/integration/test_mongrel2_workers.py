@@ -328,3 +328,64 @@ def body_of(mongrel2: Mongrel2) -> bytes:
         return connection.getresponse().read()
     finally:
         connection.close()
+
+
+def test_a_worker_whose_reactor_is_stuck_is_killed_and_replaced(
+    supervise: Callable[..., Supervised],
+) -> None:
+    server = supervise("--workers", "2", "--heartbeat-timeout", "2")
+    pids = server.wait_ready(2)
+
+    def stall() -> None:
+        connection = server.mongrel2.connection(30)
+        try:
+            connection.request("GET", "/app/stall-reactor?30")
+            connection.getresponse().read()
+        except OSError:
+            pass  # its worker is killed: Mongrel2 never answers
+        finally:
+            connection.close()
+
+    threading.Thread(target=stall, daemon=True).start()
+    line = server.running.wait_for_line(lambda line: "no heartbeat for " in line)
+    stuck = int(re.search(r"worker (\d+): no heartbeat", line)[1])  # type: ignore[index]
+    assert stuck in pids
+    # Its last beat said what it was running, as an HTTP worker's does.
+    logged = server.running.wait_for_line(f"worker {stuck}: in flight at its last heartbeat")
+    assert "stall-reactor" in logged, logged
+    server.running.wait_for_line(f"worker {stuck} stopped (killed by SIGKILL)")
+    replaced = server.wait_ready(2)
+    assert stuck not in replaced and pids - {stuck} < replaced
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+
+
+def test_pid_file_holds_the_supervisor_and_is_removed_at_exit(
+    supervise: Callable[..., Supervised], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "handlers.pid"
+    server = supervise("--workers", "2", "--pid-file", str(pid_file))
+    server.wait_ready(2)
+    assert pid_file.read_text().strip() == str(server.running.proc.pid)
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
+    assert not pid_file.exists()
+
+
+def test_one_process_writes_its_pid_file_once_handling(mongrel2: Mongrel2, tmp_path: Path) -> None:
+    pid_file = tmp_path / "handler.pid"
+    command = treadle_command(
+        "mongrel2",
+        "tests.apps.procinfo:app",
+        mongrel2.send_spec,
+        mongrel2.recv_spec,
+        "--pid-file",
+        str(pid_file),
+    )
+    running = Running(command)
+    try:
+        running.wait_for_line("Handling for Mongrel2", timeout=30)
+        wait_until(pid_file.exists, 10, "the pid file")
+        assert pid_file.read_text().strip() == str(running.proc.pid)
+        assert running.stop(signal.SIGTERM, timeout=30) == 0
+        assert not pid_file.exists()
+    finally:
+        running.kill()
