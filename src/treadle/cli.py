@@ -383,7 +383,7 @@ def run_mongrel2(namespace: argparse.Namespace, args: list[str]) -> int:
         return serve.run(app, config, endpoints, on_started=child.on_started)
     try:
         return serve.run(
-            app, config, endpoints, on_started=lambda _server: standalone.started(config)
+            app, config, endpoints, on_started=lambda running: serving(config, running)
         )
     finally:
         standalone.finish(config, [])
