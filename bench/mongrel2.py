@@ -139,16 +139,19 @@ def main() -> None:
     direct = statistics.median(r[0].requests_per_s for r in results.get("direct", [])) or 1.0
     print()
     print("| hello, wrk -t2 -c64 | req/s (median) | vs direct | p99 ms | errors | "
-          "CPU s mongrel2 / handlers |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          "CPU s mongrel2 / handlers | CPU µs per request mongrel2 / handlers |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for setup, runs in results.items():
         rps = statistics.median(r[0].requests_per_s for r in runs)
         p99 = statistics.median(r[0].p99_ms for r in runs)
         errors = max(r[0].errors for r in runs)
         m2_cpu = statistics.median(r[1] for r in runs)
         handler_cpu = statistics.median(r[2] for r in runs)
+        # Per request, which saturates first does not depend on how the core is shared.
+        m2_us = statistics.median(1e6 * r[1] / max(r[0].requests, 1) for r in runs)
+        handler_us = statistics.median(1e6 * r[2] / max(r[0].requests, 1) for r in runs)
         print(f"| {setup} | {rps:.0f} | {rps / direct:.2f}x | {p99:.1f} | {errors} | "
-              f"{m2_cpu:.1f} / {handler_cpu:.1f} |")  # fmt: skip
+              f"{m2_cpu:.1f} / {handler_cpu:.1f} | {m2_us:.0f} / {handler_us:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ UPLOAD_DONE = b"x-mongrel2-upload-done"
 _SENDER = re.compile(rb"[A-Za-z0-9-]+")  # handler_parser.rl: UUID = (alpha | digit | '-')+
 _CONN_ID = re.compile(rb"[0-9]{1,10}")  # a uint32 in Mongrel2
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
-_OWN = re.compile(rb".*[A-Z]")  # Mongrel2's own keys carry capitals; client names do not
+# Mongrel2's own keys carry capitals; client names do not (bytes.lower() is ASCII only).
+_NOTICES = (UPLOAD_START, UPLOAD_DONE)
 
 
 class MessageError(ValueError):
@@ -172,6 +173,11 @@ def _headers(payload: bytes, tag: bytes) -> list[tuple[bytes, bytes]]:
             raise MessageError("headers: JSON is not an object")
     else:
         raise MessageError(f"headers: unknown encoding {tag!r}")
+    try:
+        # The common case in one comprehension: every value a string of bytes < 256.
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
+    except (AttributeError, UnicodeEncodeError):
+        pass  # a list (a repeated header), a \u escape past U+00FF, or not a string
     headers: list[tuple[bytes, bytes]] = []
     for key, value in raw.items():
         name = _as_bytes(key)
@@ -263,7 +269,7 @@ def request_head(request: Request) -> tuple[RequestHead, Origin]:
     fields = [
         (name, value)
         for name, value in request.headers
-        if _OWN.match(name) is None and name not in (UPLOAD_START, UPLOAD_DONE)
+        if name.lower() == name and name not in _NOTICES  # no capital: the client's
     ]
     connection = b",".join(v for n, v in fields if n == b"connection").lower()
     if connection:

@@ -3,13 +3,13 @@
 Reactor layer: pyzmq sockets, never blocking and never in a thread. The PULL socket's
 ZMQ_FD is registered as a reader. That descriptor is edge-triggered in effect: it
 signals that ZeroMQ has work, not that a message waits, so each wake-up (and each
-continuation) reads while ZMQ_EVENTS says POLLIN, at most ``batch`` messages per
-reactor turn so other clients are not starved; more left waiting are read on the next
-turn. Responses go out on an XPUB socket with no high-water mark: a publisher drops
-messages past it, and drops everything until the subscriber's subscription arrives, so
-the PULL socket is connected only once Mongrel2 has subscribed (XPUB hands us that
-subscription). Messages are handed to ``on_message`` (channel.Handler.receive); this
-module knows nothing of HTTP.
+continuation) reads until recv finds nothing (which re-arms it as ZMQ_EVENTS would), at
+most ``batch`` messages per reactor turn so other clients are not starved; more left
+waiting are read on the next turn. Responses go out on an XPUB socket with no high-water
+mark: a publisher drops messages past it, and drops everything until the subscriber's
+subscription arrives, so the PULL socket is connected only once Mongrel2 has subscribed
+(XPUB hands us that subscription). Messages are handed to ``on_message``
+(channel.Handler.receive); this module knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ class Mongrel2Sockets:
             return
         on_message = self.on_message
         for _ in range(self.batch):
-            if not (int(pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN):
-                return
+            # recv until EAGAIN: a recv that finds nothing has processed the socket's
+            # commands, as reading ZMQ_EVENTS would, so the descriptor signals the next
+            # message. (ZMQ_EVENTS before every recv cost more than the recv itself.)
             try:
                 if self.broker_spec:
                     frames = pull.recv_multipart(zmq.NOBLOCK)
