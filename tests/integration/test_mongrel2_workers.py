@@ -389,3 +389,30 @@ def test_one_process_writes_its_pid_file_once_handling(mongrel2: Mongrel2, tmp_p
         assert not pid_file.exists()
     finally:
         running.kill()
+
+
+def test_ttin_and_ttou_change_the_number_of_handlers(
+    supervise: Callable[..., Supervised],
+) -> None:
+    server = supervise("--workers", "2")
+    two = server.wait_ready(2)
+    os.kill(server.running.proc.pid, signal.SIGTTIN)
+    three = server.wait_ready(3)
+    assert two < three
+    load = Load(server)
+    try:
+        load.wait_for_pids(three)
+        os.kill(server.running.proc.pid, signal.SIGTTOU)
+        after = server.wait_ready(2)
+        assert after < three
+        (gone,) = three - after
+        server.running.wait_for_line(f"worker {gone} stopped (exit status 0)")
+        answered = len(load.pids)
+        load.wait_for_count(answered + 20)
+        # (each client may still be reading one answer the leaving worker sent)
+        assert gone not in load.pids[answered + len(load.threads) :]
+    finally:
+        load.finish()
+    assert len(load.failures) <= 1, load.failures  # what was on the wire to the one that left
+    assert load.lost_on_the_wire(), load.failures
+    assert server.running.stop(signal.SIGTERM, timeout=30) == 0
