@@ -246,6 +246,50 @@ def test_50_mib_async_upload(mongrel2: Mongrel2, handler: Callable[..., Running]
     assert list(mongrel2.upload_dir.iterdir()) == []
 
 
+def test_the_app_reads_an_upload_while_mongrel2_writes_it(
+    mongrel2: Mongrel2, handler: Callable[..., Running], tmp_path: Path
+) -> None:
+    handler("tests.apps.upload_progress:app", "--upload-dir", str(mongrel2.upload_dir))
+    marker = tmp_path / "reading"
+    body = hashlib.sha256(b"treadle").digest() * 65536  # 2 MiB: an async upload
+    first, rest = body[: 256 * 1024], body[256 * 1024 :]
+    with socket.create_connection(("127.0.0.1", mongrel2.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /app/up?%s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % (str(marker).encode(), len(body)) + first
+        )
+        # The rest is sent only once the app has read some: if it ran only after the
+        # upload was done, the marker would never appear.
+        wait_until(marker.exists, 20, "the app to read the first bytes of the upload")
+        sock.sendall(rest)
+        answer = read_until_eof(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert answer.endswith(f"{len(body)} {hashlib.sha256(body).hexdigest()}\n".encode())
+    wait_until(lambda: not any(mongrel2.upload_dir.iterdir()), 10, "the upload file removed")
+
+
+def test_a_client_leaving_mid_upload_fails_the_apps_read(
+    mongrel2: Mongrel2, handler: Callable[..., Running], tmp_path: Path
+) -> None:
+    handler("tests.apps.upload_progress:app", "--upload-dir", str(mongrel2.upload_dir))
+    marker = tmp_path / "reading"
+    with socket.create_connection(("127.0.0.1", mongrel2.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /app/up?%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4000000\r\n\r\n"
+            % str(marker).encode()
+            + b"z" * 300_000
+        )
+        wait_until(marker.exists, 20, "the app to read the first bytes of the upload")
+    # Mongrel2's disconnect notice reaches the read waiting for the rest.
+    error_file = marker.with_suffix(".err")
+    wait_until(error_file.exists, 20, "the app's read to fail")
+    assert "UploadFailed" in error_file.read_text()
+    status, _, answer = get(
+        mongrel2, "/app/small?" + str(tmp_path / "again"), method="POST", body=b"ok"
+    )
+    assert (status, answer) == (200, f"2 {hashlib.sha256(b'ok').hexdigest()}\n".encode())
+
+
 def test_forged_upload_notices_get_400_and_files_are_left_alone(
     mongrel2: Mongrel2, handler: Callable[..., Running], tmp_path: Path
 ) -> None:

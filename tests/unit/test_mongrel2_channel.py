@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -286,11 +287,39 @@ def upload_harness(tmp_path: Path, **settings: Any) -> tuple[Harness, Path]:
     return h, upload_dir
 
 
-def test_upload_start_then_done_gives_the_app_the_file(tmp_path: Path) -> None:
+def run_in_thread(job: Any) -> threading.Thread:
+    thread = threading.Thread(target=job.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_upload_of_known_length_is_read_while_it_grows(tmp_path: Path) -> None:
+    h, upload_dir = upload_harness(tmp_path, run_inline=False)
+    file = upload_dir / "m2.AbC123"
+    file.write_bytes(b"hello")
+    start = {"x-mongrel2-upload-start": str(file).encode(), "content-length": b"11"}
+    h.receive(METHOD=b"POST", **start)
+    (job,) = h.held  # the app runs before Mongrel2 says done
+    thread = run_in_thread(job)
+    thread.join(0.2)
+    assert thread.is_alive()  # its read waits for the rest
+    with file.open("ab") as growing:
+        growing.write(b" world")
+    thread.join(10)
+    assert not thread.is_alive()
+    response = payload(h.take()[0])
+    assert response.endswith(b"CONTENT_LENGTH=11\nHTTP_HOST=example.com:6767\nbody=hello world")
+    h.receive(METHOD=b"POST", **start, **{"x-mongrel2-upload-done": str(file).encode()})
+    assert not file.exists()  # the app read through its descriptor; removed once done
+    assert h.take() == []  # the done notice is the same request: nothing more to answer
+    assert h.handler.in_hand == 0 and not h.handler.clients
+
+
+def test_an_upload_without_length_is_read_once_done(tmp_path: Path) -> None:
     h, upload_dir = upload_harness(tmp_path)
     file = upload_dir / "m2.AbC123"
     file.write_bytes(b"")
-    start = {"x-mongrel2-upload-start": str(file).encode(), "content-length": b"11"}
+    start = {"x-mongrel2-upload-start": str(file).encode()}
     h.receive(METHOD=b"POST", **start)
     assert h.take() == []  # nothing to answer until Mongrel2 says done
     file.write_bytes(b"hello world")
@@ -299,6 +328,27 @@ def test_upload_start_then_done_gives_the_app_the_file(tmp_path: Path) -> None:
     assert response.endswith(b"CONTENT_LENGTH=11\nHTTP_HOST=example.com:6767\nbody=hello world")
     assert not file.exists()  # read through its descriptor, removed at once
     assert h.handler.in_hand == 0  # start and done were one request
+
+
+def test_a_disconnect_ends_a_read_waiting_for_the_upload(tmp_path: Path) -> None:
+    h, upload_dir = upload_harness(tmp_path, run_inline=False)
+    file = upload_dir / "m2.AbC123"
+    file.write_bytes(b"hel")
+    h.receive(
+        METHOD=b"POST", **{"x-mongrel2-upload-start": str(file).encode(), "content-length": b"11"}
+    )
+    (job,) = h.held
+    thread = run_in_thread(job)
+    thread.join(0.2)
+    assert thread.is_alive()
+    disconnect = request_message(
+        SENDER, b"7", b"@*", {b"METHOD": b"JSON"}, b'{"type":"disconnect"}'
+    )
+    h.handler.receive(disconnect)
+    thread.join(5)  # woken at once, long before the 5 s stall limit would end it
+    assert not thread.is_alive()
+    assert job.exchange.record.cancel.is_set()
+    assert h.handler.in_hand == 0 and not h.handler.clients and not h.handler.claimed
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from treadle.mongrel2.message import MessageError, Request, request_head, respon
 
 if TYPE_CHECKING:
     from treadle.mongrel2.channel import Handler
+    from treadle.wsgi.body import GrowingUpload
 
 log = logging.getLogger("treadle")
 
@@ -49,6 +50,7 @@ class Client:
         self.upload: Path | None = None  # an upload announced, its request not run yet
         self.upload_size = -1
         self.upload_head: Any = None
+        self.upload_body: GrowingUpload | None = None  # an upload the app reads as it grows
 
     # -- requests ---------------------------------------------------------------
 
@@ -121,10 +123,28 @@ class Client:
         handler.claimed.add(path)
         self.upload, self.upload_head, self.upload_size = path, head, _size(path)
         self.deadline = handler.deadlines.now + handler.upload_timeout_s
+        if length is None:
+            return  # read once done: until then no one can tell where the body ends
+        # Its length is known: the app runs now and reads the file as Mongrel2 writes it.
+        try:
+            file = open(path, "rb")  # noqa: SIM115 - wsgi.input; the app's job closes it
+        except OSError as error:
+            log.warning(
+                "mongrel2 connection %s: upload %s unreadable: %s", self.conn_id, path, error
+            )
+            self.drop_upload()
+            self.refuse(400, "Bad Request: the uploaded body is gone")
+            return
+        body = handler.bodies.GrowingUpload(file, length, handler.upload_timeout_s)
+        self.upload_body = body
+        self.run(Exchange(self, head, body, length, body_complete=True))
 
     def upload_done(self, request: Request, done: bytes) -> None:
         handler = self.handler
-        path, head = self.upload, self.upload_head
+        path, head, body = self.upload, self.upload_head, self.upload_body
+        if body is not None:
+            self.growing_upload_done(request, done, body)
+            return
         self.drop_upload()
         if path is None or request.upload_start != done or handler.confined(done) != path:
             log.warning(
@@ -150,9 +170,49 @@ class Client:
             return
         self.run(Exchange(self, head, file, length, body_complete=True))
 
+    def growing_upload_done(self, request: Request, done: bytes, body: GrowingUpload) -> None:
+        """The upload the app is reading is whole: its last bytes are read, then the end."""
+        path = self.upload
+        keep_deadline = self.deadline if self.current is not None else None
+        self.drop_upload()
+        self.deadline = keep_deadline  # the running request's --request-timeout
+        if request.upload_start != done or self.handler.confined(done) != path:
+            log.warning("mongrel2 connection %s: upload done for %r refused", self.conn_id, done)
+            body.fail("the upload-done notice does not match its start")
+            self.close()
+            return
+        body.complete()
+        try:
+            os.unlink(done)  # the app reads through its descriptor: nothing left on disk
+        except OSError as error:
+            log.warning("mongrel2: upload %r not removed: %s", done, error)
+        if self.current is None:
+            self.next_request()  # the app answered before the body was whole
+
+    def stop_upload(self, reason: str) -> None:
+        """An upload still arriving that this handler will not finish reading (it stops):
+        503 if nothing was answered yet, else the client's connection is closed."""
+        if self.upload is None:
+            return
+        body, current = self.upload_body, self.current
+        self.drop_upload()
+        if body is None:
+            self.refuse(503, f"Service Unavailable: {reason}")  # never ran
+            return
+        if current is None:
+            self.close()  # answered already; only the upload was still coming
+            return
+        body.fail(reason)
+        current.record.cancel.set(reason)
+        if current.plan is None:
+            current.send_error(503, f"Service Unavailable: {reason}")
+        else:
+            current.abort(reason)
+
     def drop_upload(self, remove: bool = False) -> None:
         path, self.upload = self.upload, None
         self.upload_head = None
+        self.upload_body = None
         self.deadline = None
         if path is not None:
             self.handler.claimed.discard(path)
@@ -190,8 +250,12 @@ class Client:
                 self.upload,
                 handler.upload_timeout_s,
             )
+            answered = self.upload_body is not None  # the app ran on it, and answered
             self.drop_upload(remove=True)
-            self.refuse(408, "Request Timeout: the upload stopped")
+            if answered:
+                self.close()  # its response is out: only the connection is left to end
+            else:
+                self.refuse(408, "Request Timeout: the upload stopped")
 
     # -- the Connection interface (http/connection.py) ----------------------------
 
@@ -258,6 +322,14 @@ class Client:
             self.close()
             return
         self.flush()
+        if self.upload is not None:
+            # Answered while its upload still arrives: it is read to the end (the client
+            # is still sending it), or dropped if it stops growing.
+            self.deadline = self.handler.deadlines.now + self.handler.upload_timeout_s
+            return
+        self.next_request()
+
+    def next_request(self) -> None:
         while self.backlog and self.current is None and self.upload is None and not self.closed:
             self.begin(self.backlog.popleft())
         if self.current is None and self.upload is None and not self.closed:
@@ -282,8 +354,12 @@ class Client:
         """Mongrel2's disconnect notice: as a closed socket for HTTP/1.1."""
         self.closed = True
         self.pending.clear()
-        self.handler.requests_ended(self, len(self.backlog) + (self.upload is not None))
+        # An upload not yet run is a request in hand; one the app reads is ``current``.
+        waiting = self.upload is not None and self.upload_body is None
+        self.handler.requests_ended(self, len(self.backlog) + waiting)
         self.backlog.clear()
+        if self.upload_body is not None:
+            self.upload_body.fail("the client went away")
         self.drop_upload()  # Mongrel2 removes a half-written upload itself
         current, self.current = self.current, None
         if current is not None:

@@ -184,6 +184,11 @@ class Mongrel2Server(PoolSide):
             return
         self._stopping = True
         self.sockets.stop_receiving()
+        for client in list(self.handler.clients.values()):
+            # An upload still arriving: its done notice comes through the socket just
+            # disconnected, so this handler will not see it. Its request ends now (503 if
+            # nothing was answered) instead of holding the stop until the graceful timeout.
+            client.stop_upload("the server is shutting down")
         for container in self.containers.values():
             container.on_closed = self._check_drained
         if self.busy():
@@ -196,10 +201,7 @@ class Mongrel2Server(PoolSide):
             if timer.active():
                 timer.cancel()
         for client in list(self.handler.clients.values()):
-            if client.upload is not None:
-                # Announced, not finished: this handler will not be there to read it.
-                client.drop_upload()
-                client.refuse(503, "Service Unavailable: the server is shutting down")
+            client.stop_upload("the server is shutting down")  # announced while draining
             client.flush()
         self.sockets.close()
         self._stop_pool_side()

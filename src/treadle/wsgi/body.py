@@ -2,6 +2,8 @@
 
 Thread bridge layer: no sockets, no transports. The reactor reads a whole body (and
 answers "100 Continue" itself) before the app runs, so a read never waits for the client.
+The one exception is GrowingUpload: a Mongrel2 async upload of known length, read from
+the file Mongrel2 writes while it writes it (the client is then Mongrel2's to wait for).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import IO
 
@@ -210,3 +213,133 @@ class BufferedBody(_Readable):
         # Not the stream's own: a spooled file's BufferedReader stops once lines *exceed*
         # hint, BytesIO once they reach it. One rule for both, whichever holds the body.
         return super().readlines(hint)
+
+
+# GrowingUpload: a caught-up read looks at the file again this often.
+POLL_S = 0.02
+_LINE_BLOCK = 8192
+
+
+class UploadFailed(OSError):
+    """The upload will not be completed (the client went away, the server stops, or it
+    stopped growing): raised to the app reading it."""
+
+
+class GrowingUpload(_Readable):
+    """wsgi.input for a Mongrel2 async upload the app reads while Mongrel2 still writes it.
+
+    The reactor says when Mongrel2 is done (``complete``) or the upload is lost (``fail``).
+    Mongrel2 sends no progress notices between upload-start and upload-done, so a read that
+    has caught up with the writer looks at the file again every POLL_S (a timed wait, not
+    a spin) until the bytes it wants are there, the upload is complete, or nothing has
+    grown for ``stall_timeout_s``. A read blocks as a regular file's does: ``read(n)``
+    returns n bytes unless the body ends first, never more than the declared length.
+    """
+
+    def __init__(self, file: IO[bytes], length: int, stall_timeout_s: float) -> None:
+        """Called in the reactor thread, with the file opened for reading."""
+        self._file = file
+        self.length = length
+        self._left = length  # bytes of the file not yet taken
+        self._buffer = b""  # taken, not yet returned (readline)
+        self._stall_timeout_s = stall_timeout_s
+        self._changed = threading.Condition()
+        self._done = False
+        self._failure: str | None = None
+        self._closed = False
+
+    # -- the reactor's side ------------------------------------------------------
+
+    def complete(self) -> None:
+        """Called in the reactor thread: Mongrel2 has written the whole body."""
+        with self._changed:
+            self._done = True
+            self._changed.notify_all()
+
+    def fail(self, reason: str) -> None:
+        """Called in the reactor thread: the rest will never come; reads raise UploadFailed."""
+        with self._changed:
+            self._failure = reason
+            self._changed.notify_all()
+
+    # -- the app's side ------------------------------------------------------------
+
+    def _take(self, want: int, at_least: int | None = None) -> bytes:
+        """Called in an app thread: up to ``want`` bytes of the file, waiting for
+        ``at_least`` (all of them by default); fewer only at its end."""
+        chunks: list[bytes] = []
+        got = 0
+        idle_since: float | None = None
+        enough = want if at_least is None else at_least
+        while got < enough:
+            if self._failure is not None:
+                raise UploadFailed(f"upload failed: {self._failure}")
+            data = self._file.read(want - got)
+            if data:
+                chunks.append(data)
+                got += len(data)
+                idle_since = None
+                continue
+            with self._changed:
+                if self._failure is not None:
+                    continue  # raised at the top
+                if self._done:
+                    data = self._file.read(want - got)  # written before the notice
+                    if not data:
+                        break  # shorter than declared: the end is the end
+                    chunks.append(data)
+                    got += len(data)
+                    continue
+                now = time.monotonic()
+                if idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= self._stall_timeout_s:
+                    raise UploadFailed(
+                        f"upload failed: no new bytes for {self._stall_timeout_s:g} s"
+                    )
+                self._changed.wait(POLL_S)
+        self._left -= got
+        return b"".join(chunks)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("I/O operation on a closed request body")
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Called in an app thread: ``size`` bytes (all when negative), fewer only at the end."""
+        self._check_open()
+        buffered = self._buffer
+        if size is None or size < 0:
+            want = len(buffered) + self._left
+        else:
+            want = min(size, len(buffered) + self._left)
+        if want <= len(buffered):
+            data, self._buffer = buffered[:want], buffered[want:]
+            return data
+        self._buffer = b""
+        return buffered + self._take(want - len(buffered))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """Called in an app thread: one line, at most ``size`` bytes when non-negative."""
+        self._check_open()
+        limit = -1 if size is None else size
+        if limit == 0:
+            return b""
+        while True:
+            end = self._buffer.find(b"\n") + 1  # 0: no newline yet
+            if limit > 0 and (end == 0 or end > limit) and len(self._buffer) >= limit:
+                end = limit
+            if end or self._left == 0:
+                end = end or len(self._buffer)
+                line, self._buffer = self._buffer[:end], self._buffer[end:]
+                return line
+            more = self._take(min(_LINE_BLOCK, self._left), at_least=1)  # what is there
+            if not more:
+                self._left = 0  # shorter than declared: what is left is the last line
+            self._buffer += more
+
+    def close(self) -> None:
+        """Called in any thread, after the app is done: closes the file."""
+        self._closed = True
+        self._buffer = b""
+        self._file.close()
