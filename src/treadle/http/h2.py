@@ -283,6 +283,27 @@ class H2Session:
         if end_stream:
             self.finish_request(sid)
 
+    def send_whole(self, sid: int, data: bytes) -> None:
+        """A response's whole body after its head: framed at once when the windows take
+        it in one frame (the common small response), else queued as ``send_body`` does."""
+        if self.ended or sid in self.pending:
+            self.send_body(sid, data, end_stream=True)
+            return
+        conn = self.conn
+        if len(data) > min(conn.max_outbound_frame_size, conn.outbound_flow_control_window):
+            self.send_body(sid, data, end_stream=True)
+            return
+        try:
+            if len(data) > conn.local_flow_control_window(sid):
+                self.send_body(sid, data, end_stream=True)
+                return
+            conn.send_data(sid, data, end_stream=True)
+        except h2.exceptions.StreamClosedError:
+            self.forget(sid)  # reset meanwhile
+            return
+        self.sent_bytes += len(data)
+        self.finish_request(sid)
+
     def send_body(self, sid: int, data: bytes, end_stream: bool) -> None:
         """Queue response bytes; they leave as the windows allow (call ``pump``)."""
         if self.ended:

@@ -87,7 +87,7 @@ class H2Exchange(Exchange):
             body = body[: plan.content_length]  # at most what it declared
         session.send_head(self.sid, plan.status, fields, end_stream=not body)
         if body:
-            session.send_body(self.sid, body, end_stream=True)
+            session.send_whole(self.sid, body)
         self.record.bytes_sent = len(body)
         self.end(True)
 

@@ -326,7 +326,11 @@ class H2Channel:
         assert isinstance(exchange, H2Exchange)
         if self.streams.get(exchange.sid) is exchange:
             self.forget(exchange)
-        self.pump()
+        session = self.session
+        if session is not None and (session.pending or self.stalled_since is not None):
+            self.pump()
+        else:
+            self.flush()  # all framed already (send_whole): nothing to pump, nobody to wake
         self.idle_check()
 
     def abort_exchange(self, exchange: Exchange) -> None:
