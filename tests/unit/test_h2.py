@@ -9,6 +9,7 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import pytest
 from h2.errors import ErrorCodes
 from hypothesis import given, settings
@@ -189,6 +190,30 @@ def test_a_response_waits_for_the_clients_window() -> None:
     assert sum(len(e.data) for e in events if isinstance(e, h2.events.DataReceived)) == 134_465
     assert any(isinstance(e, h2.events.StreamEnded) for e in events)
     assert server.buffered(1) == 0
+
+
+@pytest.mark.parametrize("window", [65_535, 5])
+def test_a_whole_body_leaves_at_once_when_the_window_takes_it(window: int) -> None:
+    conn = client()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    conn.send_headers(1, fields(), end_stream=True)
+    server = session()
+    feed(server, conn.data_to_send())
+    server.send_head(1, 200, [(b"content-length", b"11")], end_stream=False)
+    server.send_whole(1, b"hello world")
+    events = to_client(server, conn)  # no pump: framed by send_whole, or queued
+    got = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    if window >= 11:
+        assert got == b"hello world" and server.buffered(1) == 0
+        assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+        return
+    assert got == b"" and server.buffered(1) == 11  # waits for the client's window
+    conn.increment_flow_control_window(100, 1)
+    feed(server, conn.data_to_send())
+    assert server.pump() == [1]
+    events = to_client(server, conn)
+    got = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert got == b"hello world"
 
 
 def flood_code(server: core.H2Session) -> int:
