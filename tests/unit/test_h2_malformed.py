@@ -16,7 +16,7 @@ import h2.exceptions
 import h2.utilities
 import pytest
 from h2.errors import ErrorCodes
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from treadle.config import Config
@@ -203,6 +203,11 @@ def stricter_here(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 @settings(max_examples=3000, deadline=None)
+@example(  # extended CONNECT (RFC 8441) without :scheme and :path
+    pseudo=[(b":method", b"CONNECT"), (b":authority", b"a.test"), (b":protocol", b"GET")],
+    regular=[],
+)
+@example(pseudo=[(b":method", b"CONNECT"), (b":authority", b"a.test")], regular=[])
 @given(
     pseudo=st.lists(st.tuples(st.sampled_from(_NAMES[:7]), st.sampled_from(_VALUES)), max_size=6),
     regular=st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(_VALUES)), max_size=5),

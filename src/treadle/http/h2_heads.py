@@ -130,6 +130,8 @@ def request_head(headers: list[tuple[bytes, bytes]], limits: Limits) -> RequestH
     if method == b"CONNECT":
         if protocol is None and (scheme is not None or path is not None):
             raise Malformed("CONNECT with :scheme or :path")
+        if protocol is not None and (scheme is None or not path):
+            raise Malformed("extended CONNECT without :scheme or :path")  # RFC 8441 §4
         # RFC 9113 §8.5: CONNECT makes a tunnel, which a WSGI app cannot serve.
         raise ProtocolError("Not Implemented: CONNECT", 501)
     if protocol is not None or scheme is None or not path:
