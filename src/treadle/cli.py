@@ -129,7 +129,14 @@ class ServeParser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
-            self.error(unrecognized_message(extras, claimed_flags() | {"--help"}))
+            # This command's own flags: `treadle mongrel2` takes fewer than `treadle serve`.
+            own = {
+                flag
+                for action in self._actions
+                if action.help != argparse.SUPPRESS  # not the refused gunicorn flags
+                for flag in action.option_strings
+            }
+            self.error(unrecognized_message(extras, own | {"--help"}))
         return parsed, extras
 
 

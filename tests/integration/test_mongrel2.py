@@ -235,6 +235,25 @@ def test_graceful_timeout_cuts_off_without_half_made_responses(
     ), results
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+def test_proxy_headers_before_mongrel2(
+    mongrel2: Mongrel2, handler: Callable[..., Running], trusted: bool
+) -> None:
+    import json
+
+    # The default trusts 127.0.0.1, the address Mongrel2 saw this client connect from.
+    handler("tests.apps.echo:app", *([] if trusted else ["--forwarded-allow-ips="]))
+    _, _, body = get(
+        mongrel2,
+        "/app/p",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"},
+    )
+    info = json.loads(body)
+    assert info["wsgi.url_scheme"] == ("https" if trusted else "http")
+    # Mongrel2 replaces X-Forwarded-For with its own peer: the address stays that one.
+    assert info["REMOTE_ADDR"] == "127.0.0.1"
+
+
 def test_50_mib_async_upload(mongrel2: Mongrel2, handler: Callable[..., Running]) -> None:
     handler("tests.apps.digest:app", "--upload-dir", str(mongrel2.upload_dir))
     block = hashlib.sha256(b"treadle").digest() * 2048  # 64 KiB, not all one byte

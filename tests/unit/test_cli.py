@@ -65,6 +65,21 @@ def test_a_mistyped_flag_with_equals_is_named_without_its_value(capsys) -> None:
     assert "unrecognized argument: --thraeds (did you mean --threads?)" in err
 
 
+@pytest.mark.parametrize(
+    ("typed", "guess"),
+    [("--bind", None), ("--proxy-protocol", None), ("--from-confg", "--from-config")],
+)
+def test_mongrel2_guesses_only_among_its_own_flags(capsys, typed, guess) -> None:
+    # It takes fewer settings than serve: a serve-only flag is not "meant" as itself.
+    err = fails(capsys, "mongrel2", "x:y", "tcp://127.0.0.1:5", typed, "v")
+    assert err.startswith("usage: treadle mongrel2 ")
+    if guess is None:
+        assert f"unrecognized argument: {typed}" in err
+        assert f"did you mean {typed}?" not in err  # as it said before, for serve's flags
+    else:
+        assert f"unrecognized argument: {typed} (did you mean {guess}?)" in err
+
+
 def test_a_flag_far_from_every_known_one_gets_no_guess(capsys) -> None:
     err = fails(capsys, "serve", "--zzzzzz", "x:y")
     assert "unrecognized argument: --zzzzzz\n" in err

@@ -19,9 +19,13 @@ from treadle.errors import ConfigError
 
 # The settings groups of `treadle serve` that concern the app and the process tree, not
 # the listening sockets, TLS or HTTP/2 (Mongrel2 does all of that).
-TAKEN_GROUPS = {"app", "pool", "limits", "timeouts", "logging", "reload", "workers", "process"}
-# Left out of those: SCRIPT_NAME comes from each request's route; Mongrel2 reads the client.
+TAKEN_GROUPS = {
+    "app", "pool", "limits", "timeouts", "logging", "reload", "workers", "process", "proxy"
+}  # fmt: skip
+# Left out of those: SCRIPT_NAME comes from each request's route; Mongrel2 reads the client
+# (and speaks no PROXY protocol towards its handlers).
 NOT_TAKEN = {
+    "proxy_protocol",
     "script_name",
     "max_request_line_bytes",
     "max_header_bytes",
