@@ -142,5 +142,25 @@ def test_bye_stops_requests_to_a_stopping_handler(setup: Setup) -> None:
     a.send_multipart([b"BYE"])
     setup.pump()
     setup.request(b"1")
-    assert received(a) == []
+    assert received(a) == [[b"BYE"]]  # released at once: nothing was in its hands
     assert len(setup.broker.queue) == 1
+
+
+def test_a_stopping_handler_is_released_once_its_requests_are_done(setup: Setup) -> None:
+    a = setup.handler(b"a", 1)
+    first = setup.request(b"5")
+    assert received(a) == [[b"REQUEST", first]]
+    b = setup.handler(b"b", 1)
+    a.send_multipart([b"BYE"])
+    setup.pump()
+    later = setup.request(b"5")  # the same client, while a still answers its first request
+    assert received(a) == []  # no BYE back yet: a request of ours is still in its hands
+    assert received(b) == []  # held: answered in order, after a's
+    a.send_multipart([b"DONE", SENDER, b"5", b"1"])
+    setup.pump()
+    assert received(a) == [[b"BYE"]]  # nothing follows: a may close without losing one
+    assert received(b) == [[b"REQUEST", later]]
+    assert b"a" not in setup.broker.workers
+    a.send_multipart([b"DONE", SENDER, b"5", b"1"])  # late: must not bring a back
+    setup.pump()
+    assert b"a" not in setup.broker.workers

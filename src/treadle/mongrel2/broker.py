@@ -12,12 +12,15 @@ straight to Mongrel2.
 Handler -> broker: ``READY n`` (n more free threads), ``DONE sender conn n`` (n requests of
 that client ended: n credits back), ``HEARTBEAT free`` every second (a broker that does not
 know the handler, say after a restart, takes ``free`` as its credit), ``BYE`` (stopping:
-send nothing more). Broker -> handler: ``REQUEST message``, and ``HEARTBEAT`` every second.
-A handler silent for three heartbeats is dropped.
+send nothing more). Broker -> handler: ``REQUEST message``, ``HEARTBEAT`` every second, and
+``BYE`` once a stopping handler has ended every request it was given: nothing follows it
+(one connection keeps its order), so the handler may close then without losing a request
+that was on its way. A handler silent for three heartbeats is dropped.
 
 Requests of one client (pipelined, or an upload's done notice) go to the handler that has
 its earlier ones, so they are answered in order; a disconnect notice goes there too, or
-drops the client's requests still queued here.
+drops the client's requests still queued here. A stopping handler's clients keep their
+requests here until it has answered the earlier ones, then go to another handler.
 """
 
 from __future__ import annotations
@@ -87,6 +90,12 @@ class Broker:
         assert type(message) is Request
         if owner is not None:
             worker = owner[0]
+            if worker.leaving and (message.upload_done is None or message.upload_start is None):
+                # Its handler is stopping: held here until it has answered this client's
+                # earlier requests (in order), then given to another handler.
+                self.queue.append((key, data))
+                self.dispatch()
+                return
             if message.upload_done is None or message.upload_start is None:
                 owner[1] += 1  # a new request of the same client, after its earlier ones
                 worker.credit -= 1
@@ -98,13 +107,17 @@ class Broker:
     def dispatch(self) -> None:
         """Hand queued requests to the least recently used handlers with credit."""
         queue = self.queue
+        held: list[tuple[tuple[bytes, bytes], bytes]] = []
         while queue:
             worker = next((w for w in self.workers.values() if w.credit > 0), None)
             if worker is None:
-                return
+                break
             key, data = queue.popleft()
             owner = self.owners.get(key)
             if owner is not None:
+                if owner[0].leaving:
+                    held.append((key, data))  # until its stopping handler is done with it
+                    continue
                 worker = owner[0]  # an earlier request of this client got there meanwhile
                 owner[1] += 1
             else:
@@ -113,6 +126,14 @@ class Broker:
             worker.credit -= 1
             self.workers.move_to_end(worker.identity)
             self.send(worker, b"REQUEST", data)
+        queue.extendleft(reversed(held))
+
+    def release_if_done(self, worker: Worker) -> None:
+        """A stopping handler with no request of ours left: BYE back, and forget it."""
+        if worker.leaving and not worker.clients and self.workers.get(worker.identity) is worker:
+            self.send(worker, b"BYE")
+            del self.workers[worker.identity]
+            log.info("broker: handler %s left", worker.identity.hex())
 
     # -- from handlers ----------------------------------------------------------------
 
@@ -121,11 +142,16 @@ class Broker:
         worker = self.workers.get(identity)
         now = self.clock()
         if command == b"BYE":
-            if worker is not None:
-                worker.leaving = True
-                worker.credit = 0
+            if worker is None:
+                worker = Worker(identity)  # not known here (we restarted): nothing pending
+                self.workers[identity] = worker
+            worker.leaving = True
+            worker.credit = 0
+            self.release_if_done(worker)
             return
         if worker is None:
+            if command not in (b"READY", b"HEARTBEAT"):
+                return  # a DONE from a handler already released: nothing of ours is left
             worker = self.workers[identity] = Worker(identity)
             if command == b"HEARTBEAT" and args:
                 worker.credit = int(args[0])  # a handler we did not know: we restarted
@@ -143,6 +169,7 @@ class Broker:
                 if owner[1] <= 0:
                     del self.owners[key]
                     worker.clients.discard(key)
+            self.release_if_done(worker)
         self.dispatch()
 
     def send(self, worker: Worker, *frames: bytes) -> None:

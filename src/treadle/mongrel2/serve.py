@@ -80,6 +80,7 @@ class Mongrel2Server(PoolSide):
             credits=config.pool.threads,
             call_soon=call_soon,
         )
+        self.sockets.on_released = self._check_drained
         if endpoints.broker_spec:
             sockets = self.sockets
             self.handler.on_request_done = lambda sender, conn_id, count: sockets.to_broker(
@@ -150,7 +151,11 @@ class Mongrel2Server(PoolSide):
         return [record for c in list(self.containers.values()) for record in list(c.running)]
 
     def busy(self) -> bool:
-        return not self.handler.quiet() or any(c.closing for c in self.containers.values())
+        return (
+            not self.handler.quiet()
+            or any(c.closing for c in self.containers.values())
+            or self.sockets.awaiting_release  # behind a broker: until it says nothing follows
+        )
 
     def _check_drained(self) -> None:
         if self._drained is not None and not self.busy():

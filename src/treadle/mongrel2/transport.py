@@ -25,6 +25,9 @@ from zope.interface import implementer
 log = logging.getLogger("treadle")
 
 BATCH = 256  # messages read per reactor turn before others get a go
+# Stopping behind a broker: how long its BYE back is waited for once nothing is in hand
+# (the broker drops a handler silent for three 1 s heartbeats; it is gone past that).
+RELEASE_WAIT_S = 3.0
 LINGER_MS = 2000  # at close: time for responses already sent to reach Mongrel2
 
 
@@ -68,6 +71,10 @@ class Mongrel2Sockets:
         self.more_scheduled = False
         self.subscriptions: _Subscriptions | None = None
         self.on_connected: Callable[[], None] | None = None
+        # Stopping behind a broker: BYE sent; the broker's BYE back says nothing follows.
+        self.leaving = False
+        self.released = False
+        self.on_released: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Connect the response socket; requests are read once Mongrel2 has subscribed.
@@ -134,6 +141,11 @@ class Mongrel2Sockets:
             try:
                 if self.broker_spec:
                     frames = pull.recv_multipart(zmq.NOBLOCK)
+                    if frames[0] == b"BYE" and self.leaving:
+                        self.released = True
+                        if self.on_released is not None:
+                            self.on_released()
+                        continue
                     if frames[0] != b"REQUEST" or len(frames) != 2:
                         continue  # the broker's heartbeat
                     data = frames[1]
@@ -151,10 +163,25 @@ class Mongrel2Sockets:
         """READY n (n more free threads), DONE sender conn n (n requests ended, n threads
         free again), HEARTBEAT free (alive; lets a restarted broker learn of us)."""
         if self.broker_spec and self.reading and self.pull is not None:
+            if self.leaving and frames[0] != b"DONE":
+                return  # no READY or HEARTBEAT after BYE: the broker would give us more
             self.pull.send_multipart(frames, zmq.NOBLOCK)
             # A send on the socket we read from may take the descriptor's edge: look again.
             if not self.more_scheduled:
                 self.schedule_more()
+
+    def _release_timed_out(self) -> None:
+        if self.released or self.pull is None:
+            return
+        log.warning("mongrel2: no BYE back from the broker in %.0f s; closing", RELEASE_WAIT_S)
+        self.released = True
+        if self.on_released is not None:
+            self.on_released()
+
+    @property
+    def awaiting_release(self) -> bool:
+        """Stopping behind a broker whose BYE back has not come: requests may be on the way."""
+        return self.leaving and not self.released and self.pull is not None
 
     def schedule_more(self) -> None:
         self.more_scheduled = True
@@ -168,8 +195,11 @@ class Mongrel2Sockets:
             return
         source = self.broker_spec or self.send_spec
         if self.broker_spec:
-            # The broker sends nothing more; what it already sent is read as usual.
+            # The broker sends nothing new; what it already sent is read as usual, and its
+            # BYE back (once every request it gave us has ended) says nothing follows.
             self.to_broker(b"BYE")
+            self.leaving = True
+            self.reactor.callLater(RELEASE_WAIT_S, self._release_timed_out)
             self.read()
             return
         try:
