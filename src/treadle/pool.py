@@ -123,8 +123,13 @@ class ThreadPool:
         if self._threads:
             return
         for index in range(self.size):
+            # Its wake-up descriptor is made here, not by the thread: every descriptor the
+            # pool holds exists once the server says it listens (a count taken then is whole).
             thread = threading.Thread(
-                target=self._work, name=f"{self.name}-worker-{index}", daemon=True
+                target=self._work,
+                args=(_Sleeper(),),
+                name=f"{self.name}-worker-{index}",
+                daemon=True,
             )
             self._threads.append(thread)
             thread.start()
@@ -171,9 +176,8 @@ class ThreadPool:
             thread.join(timeout_s)
         self._threads = []
 
-    def _work(self) -> None:
+    def _work(self, me: _Sleeper) -> None:
         """One app thread, from start to stop."""
-        me = _Sleeper()
         try:
             self._loop(me)
         finally:

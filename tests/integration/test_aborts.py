@@ -26,6 +26,17 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_targets(pid: int) -> dict[str, str]:
+    """What each descriptor of ``pid`` is (a socket, a file's path), for a failure message."""
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+    return targets
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -53,10 +64,13 @@ def abandon_downloads(port: int, request: bytes, count: int) -> None:
 
 def check_no_fd_left(server, request: bytes, count: int = 500) -> None:
     pid = server.proc.pid
-    baseline = open_fds(pid)
+    before = fd_targets(pid)
+    baseline = len(before)
     abandon_downloads(server.port, request, count)
     settled = wait_until(lambda: open_fds(pid) <= baseline, 15)
-    assert settled, f"{open_fds(pid) - baseline} descriptors left open after {count} aborts"
+    after = fd_targets(pid)
+    new = {fd: target for fd, target in after.items() if before.get(fd) != target}
+    assert settled, f"{len(after) - baseline} descriptors left open after {count} aborts: {new}"
 
 
 def test_aborted_static_downloads_leave_no_descriptor_open(serve, tmp_path: Path) -> None:
