@@ -9,7 +9,8 @@ Mongrel2. Every wait has a deadline; no test sleeps to synchronise.
 A worker that stops (reload, recycle) disconnects from Mongrel2's PUSH socket once its
 replacement is handling; a request Mongrel2 was pushing to it at that instant is lost on
 the wire (ZeroMQ's PUSH has no acknowledgement; docs/mongrel2.md). So the tests allow one
-lost request (a client timeout, never an error answer) per worker stopped under load.
+lost request (a client timeout, never an error answer) per client and worker stopped under
+load: each client has one request in flight at a time. Behind the broker, none.
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ def test_sighup_under_load_ends_with_new_workers_losing_only_what_was_on_the_wir
     finally:
         load.finish()
     # At most what was on the wire to each of the two old workers when it disconnected.
-    assert len(load.failures) <= len(old), load.failures
+    assert len(load.failures) <= len(old) * len(load.threads), load.failures
     assert load.lost_on_the_wire(), load.failures
     assert len(load.pids) - before > 20
     # The supervisor heard "ready" only once the new workers were handling (then it
@@ -317,7 +318,7 @@ def test_max_requests_recycles_workers_losing_only_what_was_on_the_wire(
     finally:
         load.finish()
     stopped = server.running.output.count("(recycled)")
-    assert len(load.failures) <= stopped, (load.failures, stopped)
+    assert len(load.failures) <= stopped * len(load.threads), (load.failures, stopped)
     assert load.lost_on_the_wire(), load.failures
     for old in retired:
         assert load.pids.count(old) >= 20  # it served on until its replacement was ready
@@ -446,6 +447,8 @@ def test_ttin_and_ttou_change_the_number_of_handlers(
         assert gone not in load.pids[answered + len(load.threads) :]
     finally:
         load.finish()
-    assert len(load.failures) <= 1, load.failures  # what was on the wire to the one that left
+    # What was on the wire to the one that left: at most one request per client (each has
+    # one in flight at a time), lost by ZeroMQ's PUSH, never answered wrongly.
+    assert len(load.failures) <= len(load.threads), load.failures
     assert load.lost_on_the_wire(), load.failures
     assert server.running.stop(signal.SIGTERM, timeout=30) == 0
