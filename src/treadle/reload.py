@@ -165,7 +165,8 @@ def run_with_reload(
     binds: list[str] = []
     try:
         for bind in config.listen.bind if listen_on else ():
-            kept = hold(bind, config.listen.backlog)
+            # ssl: too: the child wraps TLS around the adopted socket, as a worker does.
+            kept = hold(bind, config.listen.backlog, with_tls=True)
             if kept is None:
                 log.info("reload keeps no socket for %s: each worker binds it itself", bind)
                 binds.append(bind)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
+import ssl
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from watchfiles import Change
 
 from tests.conftest import Running, treadle_command
+from tests.integration.tlscerts import make_certs
 from tests.integration.wire import exchange
 from treadle.reload import ChangeFilter, hold
 
@@ -135,6 +138,38 @@ def test_edit_is_served_without_refusals_and_syntax_errors_wait(project: Path) -
             assert time.monotonic() < deadline, server.output
         assert server.output.count(where) == 1  # no restart loop, logged once
         assert server.output.count("answering 500") == 1
+    finally:
+        status = server.stop(signal.SIGTERM, timeout=20)
+    assert status == 0, server.output
+
+
+def test_an_ssl_bind_is_held_by_the_parent_and_served_over_tls(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    certs = make_certs(tmp_path_factory.mktemp("certs"))
+    ssl_bind = f"ssl:0:interface=127.0.0.1:privateKey={certs.key}:certKey={certs.cert}"
+    server = start(project, "--bind", "tcp:0:interface=127.0.0.1", "--bind", ssl_bind)
+    context = ssl.create_default_context(cafile=str(certs.ca))
+
+    def get_tls(port: int) -> str:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=20, context=context)
+        try:
+            connection.request("GET", "/")
+            return connection.getresponse().read().decode()
+        finally:
+            connection.close()
+
+    try:
+        # Both listeners, held by the parent (before: the ssl: one was silently left out).
+        match = re.search(r"reload: holding http://\S+ https://127\.0\.0\.1:(\d+)", server.output)
+        assert match is not None, server.output
+        port = int(match[1])
+        assert get_tls(port) == "v1"
+        write_app(project / "mod.py", "v2")
+        deadline = time.monotonic() + 30
+        while (body := get_tls(port)) != "v2":  # a refused connection fails the test here
+            assert body == "v1", body
+            assert time.monotonic() < deadline, server.output
     finally:
         status = server.stop(signal.SIGTERM, timeout=20)
     assert status == 0, server.output
