@@ -95,6 +95,14 @@ class PoolSide:
         # A supervised worker counts its requests here (--max-requests: supervisor/child.py).
         self.on_request_finished: Callable[[Exchange], None] | None = None
 
+    def proxied(self, dispatch: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``dispatch`` behind --forwarded-allow-ips: proxy headers from trusted peers set
+        each exchange's peer and scheme before it is routed (the access log and the environ
+        both see them); with the setting empty, nothing is added per request."""
+        proxy = self.config.proxy
+        headers = forwarded.from_settings(proxy.forwarded_allow_ips, proxy.forwarded_headers)
+        return dispatch if headers is None else headers.wrap(dispatch)
+
     def _finished(self, exchange: Exchange) -> None:
         """Reactor thread: a request ended (answered, aborted, or its client left)."""
         if exchange.record.request_id:  # set for every request handed to the pool
@@ -155,13 +163,7 @@ class Server(PoolSide):
         self.dispatcher = Dispatcher(
             submit=self._submit, script_name=config.app.script_name, static=static
         )
-        # Proxy headers from --forwarded-allow-ips peers set each exchange's peer and scheme
-        # before it is routed (the access log and the environ both see them); with the
-        # setting empty, nothing is added per request.
-        proxy_headers = forwarded.from_settings(
-            config.proxy.forwarded_allow_ips, config.proxy.forwarded_headers
-        )
-        dispatch = self.dispatcher if proxy_headers is None else proxy_headers.wrap(self.dispatcher)
+        dispatch = self.proxied(self.dispatcher)
         self.factory = HTTPFactory(
             config,
             deadlines=self.deadlines,

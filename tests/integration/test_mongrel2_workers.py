@@ -180,6 +180,24 @@ class Load:
             thread.join(15)
 
 
+def reload_under_load(server: Supervised, old: set[int]) -> tuple[Load, set[int], int]:
+    """SIGHUP while two clients keep asking, until the old workers have stopped and the new
+    ones have answered 20 more: (the finished load, the new pids, answers before SIGHUP)."""
+    load = Load(server)
+    try:
+        load.wait_for_pids(old)
+        before = len(load.pids)
+        os.kill(server.running.proc.pid, signal.SIGHUP)
+        new = server.wait_ready(2)
+        for pid in old:
+            server.running.wait_for_line(f"worker {pid} stopped (exit status 0)")
+        load.wait_for_pids(new)
+        load.wait_for_count(len(load.pids) + 20)
+    finally:
+        load.finish()
+    return load, new, before
+
+
 def test_two_workers_both_answer_and_say_multiprocess(
     supervise: Callable[..., Supervised],
 ) -> None:
@@ -238,20 +256,9 @@ def test_sighup_under_load_ends_with_new_workers_losing_only_what_was_on_the_wir
 ) -> None:
     server = supervise("--workers", "2")
     old = server.wait_ready(2)
-    load = Load(server)
-    try:
-        load.wait_for_pids(old)
-        before = len(load.pids)
-        os.kill(server.running.proc.pid, signal.SIGHUP)
-        new = server.wait_ready(2)
-        assert not new & old, (new, old)
-        server.running.wait_for_line("reload done")
-        for pid in old:
-            server.running.wait_for_line(f"worker {pid} stopped (exit status 0)")
-        load.wait_for_pids(new)
-        load.wait_for_count(len(load.pids) + 20)
-    finally:
-        load.finish()
+    load, new, before = reload_under_load(server, old)
+    assert not new & old, (new, old)
+    server.running.wait_for_line("reload done")
     # At most what was on the wire to each of the two old workers when it disconnected.
     assert len(load.failures) <= len(old) * len(load.threads), load.failures
     assert load.lost_on_the_wire(), load.failures
@@ -276,17 +283,7 @@ def test_sighup_behind_the_broker_loses_nothing(
         server = supervise("--workers", "2", "--broker", backend)
         server.source = backend
         old = server.wait_ready(2)
-        load = Load(server)
-        try:
-            load.wait_for_pids(old)
-            os.kill(server.running.proc.pid, signal.SIGHUP)
-            new = server.wait_ready(2)
-            for pid in old:
-                server.running.wait_for_line(f"worker {pid} stopped (exit status 0)")
-            load.wait_for_pids(new)
-            load.wait_for_count(len(load.pids) + 20)
-        finally:
-            load.finish()
+        load, _, _ = reload_under_load(server, old)
         # A stopping handler closes only after the broker's BYE back: nothing is on the
         # wire to it then, so not one request is lost (without a broker, PUSH can lose one).
         assert load.failures == []

@@ -21,7 +21,6 @@ _HOP_BY_HOP = frozenset(
 )
 _STATUS = re.compile(r"([2-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # RFC 9110 §5.1, lower case (§8.2.1)
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
 # A field value (RFC 9113 §8.2.1): no NUL, CR or LF; no SP or HTAB at either end.
 _VALUE = re.compile(rb"(?:[^\x00\r\n\t ](?:[^\x00\r\n]*[^\x00\r\n\t ])?)?")
 
@@ -178,7 +177,7 @@ def response_head(
         raw_value = value.strip(" \t").encode("latin-1")
         if _TOKEN.fullmatch(raw_name) is None:
             raise ValueError(f"invalid header name {name!r}")
-        if _BAD_VALUE.search(raw_value) is not None:
+        if _VALUE.fullmatch(raw_value) is None:  # stripped above: only NUL, CR, LF left
             raise ValueError(f"invalid value for header {name}: {value!r}")
         if raw_name in _HOP_BY_HOP:
             continue

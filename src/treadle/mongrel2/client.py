@@ -173,9 +173,7 @@ class Client:
     def growing_upload_done(self, request: Request, done: bytes, body: GrowingUpload) -> None:
         """The upload the app is reading is whole: its last bytes are read, then the end."""
         path = self.upload
-        keep_deadline = self.deadline if self.current is not None else None
         self.drop_upload()
-        self.deadline = keep_deadline  # the running request's --request-timeout
         if request.upload_start != done or self.handler.confined(done) != path:
             log.warning("mongrel2 connection %s: upload done for %r refused", self.conn_id, done)
             body.fail("the upload-done notice does not match its start")
@@ -213,7 +211,8 @@ class Client:
         path, self.upload = self.upload, None
         self.upload_head = None
         self.upload_body = None
-        self.deadline = None
+        if self.current is None:
+            self.deadline = None  # the upload's; a running request keeps its own
         if path is not None:
             self.handler.claimed.discard(path)
             if remove:

@@ -177,7 +177,12 @@ def _headers(payload: bytes, tag: bytes) -> list[tuple[bytes, bytes]]:
         # The common case in one comprehension: every value a string of bytes < 256.
         return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
     except (AttributeError, UnicodeEncodeError):
-        pass  # a list (a repeated header), a \u escape past U+00FF, or not a string
+        # A list (a repeated header), a \u escape past U+00FF, or not a string.
+        return _json_headers(raw)
+
+
+def _json_headers(raw: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """Every JSON header value, lists expanded; MessageError for what is not a string."""
     headers: list[tuple[bytes, bytes]] = []
     for key, value in raw.items():
         name = _as_bytes(key)

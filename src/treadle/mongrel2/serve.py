@@ -21,7 +21,6 @@ from twisted.internet.error import ReactorNotRunning
 from treadle.config import Config
 from treadle.dispatch import Dispatcher
 from treadle.hardcancel import HardCanceller
-from treadle.http import forwarded
 from treadle.http.exchange import Exchange
 from treadle.mongrel2.channel import Handler
 from treadle.mongrel2.command import Endpoints
@@ -60,7 +59,9 @@ class Mongrel2Server(PoolSide):
             send=self._send,
             call_soon=call_soon,
             deadlines=self.deadlines,
-            dispatch=self._proxied(self.dispatcher),
+            # --forwarded-allow-ips: a proxy before Mongrel2 may say the scheme and host;
+            # Mongrel2 replaces X-Forwarded-For itself, so the address stays its.
+            dispatch=self.proxied(self.dispatcher),
             bodies=bodies,
             records=RequestRecord,
             limits=config.limits,
@@ -102,14 +103,6 @@ class Mongrel2Server(PoolSide):
         # What a supervisor's log shows for this worker (supervisor/child.py reports it).
         self.addresses = [endpoints.broker_spec or endpoints.send_spec]
         self.container("")  # the common case, made before any thread starts
-
-    def _proxied(self, dispatch: Callable[[Any], None]) -> Callable[[Any], None]:
-        """--forwarded-allow-ips as for HTTP: a proxy in front of Mongrel2 may say the
-        scheme and host (X-Forwarded-Proto, -Host, -Port, or Forwarded). Mongrel2 itself
-        replaces X-Forwarded-For with its own peer, so the client's address stays its."""
-        proxy = self.config.proxy
-        headers = forwarded.from_settings(proxy.forwarded_allow_ips, proxy.forwarded_headers)
-        return dispatch if headers is None else headers.wrap(dispatch)
 
     def container(self, script_name: str) -> WSGIContainer:
         """Reactor thread: the container whose SCRIPT_NAME is ``script_name``."""

@@ -25,8 +25,9 @@ from zope.interface import implementer
 log = logging.getLogger("treadle")
 
 BATCH = 256  # messages read per reactor turn before others get a go
-# Stopping behind a broker: how long its BYE back is waited for once nothing is in hand
-# (the broker drops a handler silent for three 1 s heartbeats; it is gone past that).
+# Stopping behind a broker: how long after our BYE its answer is waited for (the broker
+# drops a handler silent for three 1 s heartbeats; a broker silent that long is gone).
+# Requests still running are waited for in any case (--graceful-timeout).
 RELEASE_WAIT_S = 3.0
 LINGER_MS = 2000  # at close: time for responses already sent to reach Mongrel2
 
@@ -142,9 +143,7 @@ class Mongrel2Sockets:
                 if self.broker_spec:
                     frames = pull.recv_multipart(zmq.NOBLOCK)
                     if frames[0] == b"BYE" and self.leaving:
-                        self.released = True
-                        if self.on_released is not None:
-                            self.on_released()
+                        self._release()
                         continue
                     if frames[0] != b"REQUEST" or len(frames) != 2:
                         continue  # the broker's heartbeat
@@ -170,13 +169,17 @@ class Mongrel2Sockets:
             if not self.more_scheduled:
                 self.schedule_more()
 
+    def _release(self) -> None:
+        """The broker will send nothing more (its BYE came, or it is gone): we may close."""
+        self.released = True
+        if self.on_released is not None:
+            self.on_released()
+
     def _release_timed_out(self) -> None:
         if self.released or self.pull is None:
             return
         log.warning("mongrel2: no BYE back from the broker in %.0f s; closing", RELEASE_WAIT_S)
-        self.released = True
-        if self.on_released is not None:
-            self.on_released()
+        self._release()
 
     @property
     def awaiting_release(self) -> bool:
