@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from tests.integration.test_tls_django import ADMIN_PASSWORD, ADMIN_USER, Site, site
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 __all__ = ["site"]  # the fixture, imported so this module gets its own site
@@ -84,9 +84,7 @@ def wait_for_heading(driver: object, text: str) -> None:
     # The page may be swapped mid-read (the redirect lands): a stale body is retried.
     WebDriverWait(  # type: ignore[arg-type]
         driver, DEADLINE_S, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(
-        lambda d: text in d.find_element(By.TAG_NAME, "body").text
-    )
+    ).until(lambda d: text in d.find_element(By.TAG_NAME, "body").text)
 
 
 def test_admin_login_over_http2(site: Site, browser: object) -> None:
@@ -130,10 +128,7 @@ def test_file_upload_over_http2(
     assert protocol_of_page(driver) == "h2"
     driver.find_element(By.NAME, "file").send_keys(str(upload))  # type: ignore[attr-defined]
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()  # type: ignore[attr-defined]
-    # The page may be swapped mid-read (the redirect lands): a stale body is retried.
-    WebDriverWait(  # type: ignore[arg-type]
-        driver, DEADLINE_S, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(
+    WebDriverWait(driver, DEADLINE_S).until(  # type: ignore[arg-type]
         lambda d: d.find_elements(By.ID, "upload-sha256")
     )
     assert driver.find_element(By.ID, "upload-name").text == "photo.bin"  # type: ignore[attr-defined]
