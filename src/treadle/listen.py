@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import socket
 import stat
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from typing import Any
 from twisted.internet import defer, fdesc, tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.python.failure import Failure
 
 from treadle import twisted_internals
 from treadle.config import TLS
@@ -285,3 +287,26 @@ def describe(port: Any, scheme: str = "http") -> str:
         name = address.name.decode() if isinstance(address.name, bytes) else address.name
         return f"unix:{name}"
     return str(address)
+
+
+def stop_listening(port: Any, rounds: int = 16) -> defer.Deferred[Any]:
+    """Stop listening on ``port`` without resetting the connections the kernel has queued.
+
+    Closing a listening socket resets every connection still in its accept queue. Their
+    clients may already have sent a request on it: a balancer then fails that request
+    (HAProxy closes its own client's connection without an answer) instead of seeing a
+    refused connection and trying another host. So what is queued is accepted first, and
+    the server's drain gives each the first-request grace. The socket then closes at once,
+    not on the next reactor turn as ``stopListening`` does: under load that turn can take
+    milliseconds, and a handshake completed in it would be reset.
+    """
+    if not (isinstance(port, tcp.Port) and port.connected):
+        return defer.maybeDeferred(port.stopListening)
+    port.stopReading()
+    for _ in range(rounds):  # each doRead accepts up to Twisted's batch size
+        readable, _, _ = select.select([port.fileno()], [], [], 0)
+        if not readable:
+            break
+        port.doRead()
+    # IFileDescriptor.connectionLost closes the socket now, as the reactor would.
+    return defer.maybeDeferred(port.connectionLost, Failure(ConnectionDone()))

@@ -291,7 +291,7 @@ class Server(PoolSide):
         if self._stopping:
             return
         self._stopping = True
-        await defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in self.ports])
+        await defer.gatherResults([listen.stop_listening(port) for port in self.ports])
         self.ports = []
         # SIGTERM (a supervisor, systemd, an orchestrator; a balancer may be in front): every
         # idle connection may still bring one request. Ctrl-C: a person waits; idle ones go.

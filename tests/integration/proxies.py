@@ -163,6 +163,9 @@ class Load:
         self.pids: collections.Counter[int] = collections.Counter()
         self.bad_statuses: collections.Counter[int] = collections.Counter()
         self.errors: list[str] = []
+        # (seconds since start, what): the test's own steps and each error, for the summary.
+        self.started = time.monotonic()
+        self.events: list[tuple[float, str]] = []
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
         for thread in self.threads:
             thread.start()
@@ -181,6 +184,7 @@ class Load:
             except (OSError, http.client.HTTPException) as error:
                 with self.lock:
                     self.errors.append(repr(error))
+                    self.events.append((time.monotonic() - self.started, f"error {error!r}"))
                 connection.close()
                 continue
             with self.lock:
@@ -196,11 +200,17 @@ class Load:
         with self.lock:
             return sum(self.bad_statuses.values()) + len(self.errors)
 
+    def mark(self, step: str) -> None:
+        """Note a step of the test, so the summary shows when errors came relative to it."""
+        with self.lock:
+            self.events.append((time.monotonic() - self.started, step))
+
     def summary(self) -> str:
         with self.lock:
+            timeline = "\n".join(f"  {at:7.3f} s  {what}" for at, what in self.events[:40])
             return (
                 f"{self.answered} answered 2xx, non-2xx {dict(self.bad_statuses)}, "
-                f"errors {self.errors[:5]} ({len(self.errors)} in all)"
+                f"errors {self.errors[:5]} ({len(self.errors)} in all)\n{timeline}"
             )
 
     def wait_for(self, wanted: set[int], timeout: float = 20.0, every: bool = True) -> None:
@@ -230,9 +240,14 @@ class Load:
 HAPROXY_CONF = """\
 global
     stats socket {dir}/admin.sock mode 600 level admin
-    # Server state changes (UP/DOWN) go to stderr, which the test keeps in stdout.log.
+    # Server state changes (UP/DOWN) go to stderr, which the test keeps in stdout.log;
+    # so does one line per failed request (dontlog-normal), which says where it failed.
+    log stderr format raw local0
 defaults
     mode http
+    log global
+    option httplog
+    option dontlog-normal
     timeout connect 2s
     timeout client 30s
     timeout server 30s

@@ -176,9 +176,12 @@ def test_sigterm_one_host_under_load_fails_no_request(hosts, haproxy, directory)
         load.wait_answered(300)
         # Rolling restart, step 1: stop the first host gracefully under load.
         assert first.treadle is not None
+        load.mark("SIGTERM to host0")
         first.treadle.proc.send_signal(signal.SIGTERM)
         wait_haproxy_state(directory, "host0", "DOWN")
+        load.mark("host0 DOWN in HAProxy")
         assert first.treadle.proc.wait(30) == 0, first.treadle.output
+        load.mark("host0 exited")
         stopped_at = dict(load.pids)
         load.wait_answered(300)
         # Only the second host answered since the first one exited.
@@ -187,13 +190,19 @@ def test_sigterm_one_host_under_load_fails_no_request(hosts, haproxy, directory)
         ), (load.pids, stopped_at)
         # Step 2: start it again; HAProxy's checks bring it back into rotation.
         restarted = first.serve()
+        load.mark("host0 started again")
         again = worker_pids(restarted)
+        load.mark("host0 workers ready")
         wait_haproxy_state(directory, "host0", "UP")
+        load.mark("host0 UP in HAProxy")
         load.wait_for(again, every=False)
         load.wait_answered(300)
     finally:
         load.finish()
-    assert load.failures == 0, f"{load.summary()}\n{proxy.log_text()[-3000:]}"
+    # HAProxy logs requests that failed or were retried; not one it drops to make its client
+    # retry (a server that closed under a request sent on a kept-alive client connection).
+    log = [line for line in proxy.log_text().splitlines() if " 200 " not in line]
+    assert load.failures == 0, f"{load.summary()}\n" + "\n".join(log[-20:])
     assert haproxy_states(directory) == {"host0": "UP", "host1": "UP"}
 
 

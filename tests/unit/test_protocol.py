@@ -324,6 +324,66 @@ def test_a_connection_that_just_finished_a_response_may_send_one_more_at_a_drain
     assert h.closed
 
 
+def test_a_response_that_promised_keep_alive_before_a_drain_keeps_its_connection() -> None:
+    """The head went out without Connection: close, then the stop began: a balancer may
+    reuse the connection the moment the body ends. Its next request is answered, with close.
+    """
+    harness: list[Harness] = []
+
+    def stopped_mid_body(environ, start_response):
+        start_response("200 OK", [("Content-Length", "4")])
+        yield b"ab"
+        harness[0].factory.drain(every_idle=True)  # SIGTERM, after the head went out
+        yield b"cd"
+
+    h = Harness(stopped_mid_body)
+    harness.append(h)
+    out = h.send(GET)
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"abcd")
+    assert b"Connection: close" not in out
+    assert not h.closed
+    assert not h.factory.quiet()  # a graceful stop waits for it
+    out = h.send(GET)
+    assert out.startswith(b"HTTP/1.1 200") and b"Connection: close" in out
+    assert h.closed
+
+
+def test_a_promised_keep_alive_at_a_drain_closes_after_the_grace() -> None:
+    harness: list[Harness] = []
+
+    def stopped_mid_body(environ, start_response):
+        start_response("200 OK", [("Content-Length", "4")])
+        yield b"ab"
+        harness[0].factory.drain(every_idle=True)
+        yield b"cd"
+
+    h = Harness(stopped_mid_body)
+    harness.append(h)
+    h.send(GET)
+    assert not h.closed
+    h.advance(3)  # past the 2 s grace, well short of the 5 s keep-alive
+    assert h.closed
+
+
+def test_a_connection_accepted_while_draining_is_answered_with_close() -> None:
+    """Taken from the accept queue as the server stops: its request was already on the way."""
+    h = Harness()
+    h.factory.drain(every_idle=True)
+    late_transport = StringTransport()
+    late = h.factory.buildProtocol(None)
+    late.makeConnection(late_transport)
+    assert not late_transport.disconnecting
+    assert not h.factory.quiet()
+    late.dataReceived(GET)
+    out = late_transport.value()
+    assert out.startswith(b"HTTP/1.1 200") and b"Connection: close" in out
+    assert late_transport.disconnecting
+    quiet_transport = StringTransport()
+    h.factory.buildProtocol(None).makeConnection(quiet_transport)
+    h.advance(3)  # one that sends nothing closes after the grace
+    assert quiet_transport.disconnecting
+
+
 def test_a_recent_connection_that_sends_nothing_closes_after_the_grace() -> None:
     h = Harness()
     h.send(GET)

@@ -306,7 +306,10 @@ class HTTPChannel(Protocol):
         self.direct = twisted_internals.direct_send(transport, SEND_LIMIT_BYTES)
         transport.registerProducer(self, True)
         if factory.draining:
-            self.close()
+            # Accepted from the queue as the server stops (listen.stop_listening): its
+            # client may have sent a request already. That one is answered, with close.
+            self.in_grace = True
+            self.deadline = min(self.deadline, factory.deadlines.now + FIRST_REQUEST_GRACE_S)
 
     def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted's name
         """The TLS handshake is over (before any request): read what the app may see of it."""
@@ -639,10 +642,16 @@ class HTTPChannel(Protocol):
         self.paused_at = None  # the app's clock belonged to this exchange
         self.served += 1
         self.done_at = self.factory.deadlines.now
-        if not keep_alive or self.factory.draining:
+        if not keep_alive:
             self.close()
             return
         self.state = IDLE
+        if self.factory.draining:
+            # The head went out before the stop and promised to keep the connection: a client
+            # (a balancer's pool above all) may be sending its next request right now.
+            # Closing under it fails that request; it gets the grace of drain() instead, and
+            # its answer carries Connection: close.
+            self.in_grace = True
         self.carry_on()
 
     def must_wait(self) -> bool:
@@ -658,7 +667,10 @@ class HTTPChannel(Protocol):
         if self.producer_paused:
             self.deadline = None  # waiting on the client to read, not to send
             return
-        self.deadline = self.factory.deadlines.now + self.factory.timeouts.keep_alive_timeout_s
+        idle_s = self.factory.timeouts.keep_alive_timeout_s
+        if self.in_grace:
+            idle_s = min(idle_s, FIRST_REQUEST_GRACE_S)
+        self.deadline = self.factory.deadlines.now + idle_s
         backlog, self.backlog = self.backlog, []
         for index, event in enumerate(backlog):
             if type(event) is RequestHead and self.must_wait():

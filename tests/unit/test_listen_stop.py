@@ -1,0 +1,85 @@
+"""listen.stop_listening: connections the kernel queued are accepted, not reset, at a stop.
+
+Real sockets on 127.0.0.1 with Twisted's tcp.Port over a MemoryReactorClock: the port is
+never read by a running reactor, so the clients below sit in the kernel's accept queue,
+request sent, exactly as a balancer's connections do when a host gets SIGTERM.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from twisted.internet import protocol, tcp
+from twisted.internet.testing import MemoryReactorClock
+
+from treadle import listen
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class Recorder(protocol.Protocol):
+    def connectionMade(self) -> None:
+        self.factory.made.append(self)
+
+
+class RecordingFactory(protocol.Factory):
+    protocol = Recorder
+
+    def __init__(self) -> None:
+        self.made: list[Recorder] = []
+
+
+Queued = tuple[tcp.Port, RecordingFactory, MemoryReactorClock, list[socket.socket]]
+
+
+@pytest.fixture
+def queued() -> Iterator[Queued]:
+    clock = MemoryReactorClock()
+    factory = RecordingFactory()
+    port = tcp.Port(0, factory, backlog=16, interface="127.0.0.1", reactor=clock)
+    port.startListening()
+    clients = []
+    for _ in range(3):
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        client.sendall(REQUEST)
+        clients.append(client)
+    yield port, factory, clock, clients
+    for client in clients:
+        client.close()
+    for made in factory.made:
+        made.transport.socket.close()
+    if port.connected:
+        port.stopListening()
+        clock.advance(0)
+
+
+def reset(client: socket.socket) -> bool:
+    client.settimeout(0.2)
+    try:
+        return client.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False  # still open: nothing came, nothing ended
+
+
+def test_a_stop_accepts_what_the_kernel_queued(queued: Queued) -> None:
+    port, factory, clock, clients = queued
+    listen.stop_listening(port)
+    assert len(factory.made) == 3
+    clock.advance(0)  # the port's socket closes on the next reactor turn
+    assert not port.connected
+    assert [reset(client) for client in clients] == [False, False, False]
+    # The accepted connections hold the requests the clients sent.
+    assert [made.transport.socket.recv(100) for made in factory.made] == [REQUEST] * 3
+
+
+def test_without_it_the_queued_connections_are_reset(queued: Queued) -> None:
+    """The failure stop_listening prevents, shown on this kernel."""
+    port, factory, clock, clients = queued
+    port.stopListening()
+    clock.advance(0)
+    assert factory.made == []
+    assert [reset(client) for client in clients] == [True, True, True]
