@@ -148,15 +148,28 @@ def start_nginx(directory: Path, upstream: str) -> tuple[Proxy, int]:
 
 
 class Load:
-    """Keep-alive clients in threads, each sending GETs (or POSTs) in a loop until ``finish``."""
+    """Keep-alive clients in threads, each sending GETs (or POSTs) in a loop until ``finish``.
+
+    ``retry_reused``: as browsers and curl do (RFC 9112 §9.3.1), a GET sent on a kept-alive
+    connection that closes without any response is sent again, once, on a new connection.
+    Each such retry is counted in ``retries``; a failure of the new connection is an error.
+    """
 
     def __init__(
-        self, host: str, port: int, clients: int = 8, path: str = "/", body: bytes | None = None
+        self,
+        host: str,
+        port: int,
+        clients: int = 8,
+        path: str = "/",
+        body: bytes | None = None,
+        retry_reused: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.path = path
         self.body = body  # a POST with this body, else a GET
+        self.retry_reused = retry_reused and body is None
+        self.retries = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.answered = 0
@@ -173,6 +186,7 @@ class Load:
     def _run(self) -> None:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=20)
         while not self.stop.is_set():
+            reused = connection.sock is not None  # http.client reconnects when it is None
             try:
                 if self.body is None:
                     connection.request("GET", self.path)
@@ -182,9 +196,16 @@ class Load:
                 body = response.read()
                 # http.client reconnects on the next request once the proxy said close.
             except (OSError, http.client.HTTPException) as error:
+                retry = (
+                    self.retry_reused and reused and type(error) is http.client.RemoteDisconnected
+                )
                 with self.lock:
-                    self.errors.append(repr(error))
-                    self.events.append((time.monotonic() - self.started, f"error {error!r}"))
+                    if retry:
+                        self.retries += 1  # the loop's next GET, on a new connection, is it
+                    else:
+                        self.errors.append(repr(error))
+                    what = "retried" if retry else "error"
+                    self.events.append((time.monotonic() - self.started, f"{what} {error!r}"))
                 connection.close()
                 continue
             with self.lock:
@@ -210,7 +231,8 @@ class Load:
             timeline = "\n".join(f"  {at:7.3f} s  {what}" for at, what in self.events[:40])
             return (
                 f"{self.answered} answered 2xx, non-2xx {dict(self.bad_statuses)}, "
-                f"errors {self.errors[:5]} ({len(self.errors)} in all)\n{timeline}"
+                f"errors {self.errors[:5]} ({len(self.errors)} in all), "
+                f"retried on a new connection {self.retries}\n{timeline}"
             )
 
     def wait_for(self, wanted: set[int], timeout: float = 20.0, every: bool = True) -> None:
