@@ -303,9 +303,10 @@ def stop_listening(port: Any, rounds: int = 16) -> defer.Deferred[Any]:
     if not (isinstance(port, tcp.Port) and port.connected):
         return defer.maybeDeferred(port.stopListening)
     port.stopReading()
+    queue = select.poll()  # not select.select: it fails on descriptors past 1023
+    queue.register(port.fileno(), select.POLLIN)
     for _ in range(rounds):  # each doRead accepts up to Twisted's batch size
-        readable, _, _ = select.select([port.fileno()], [], [], 0)
-        if not readable:
+        if not queue.poll(0):
             break
         port.doRead()
     # IFileDescriptor.connectionLost closes the socket now, as the reactor would.

@@ -7,6 +7,8 @@ request sent, exactly as a balancer's connections do when a host gets SIGTERM.
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 from collections.abc import Iterator
 
@@ -74,6 +76,40 @@ def test_a_stop_accepts_what_the_kernel_queued(queued: Queued) -> None:
     assert [reset(client) for client in clients] == [False, False, False]
     # The accepted connections hold the requests the clients sent.
     assert [made.transport.socket.recv(100) for made in factory.made] == [REQUEST] * 3
+
+
+@pytest.fixture
+def high_descriptors() -> Iterator[None]:
+    """The next sockets get descriptors past 1023, as in a busy worker."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_listening_descriptor_past_1023_is_no_problem(high_descriptors: None) -> None:
+    """select() cannot watch such a descriptor: the first version failed here in CI."""
+    clock = MemoryReactorClock()
+    factory = RecordingFactory()
+    port = tcp.Port(0, factory, backlog=16, interface="127.0.0.1", reactor=clock)
+    port.startListening()
+    assert port.fileno() > 1023
+    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+    try:
+        listen.stop_listening(port)
+        assert len(factory.made) == 1
+        factory.made[0].transport.socket.close()
+    finally:
+        client.close()
 
 
 def test_without_it_the_queued_connections_are_reset(queued: Queued) -> None:
