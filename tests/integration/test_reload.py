@@ -109,8 +109,10 @@ def test_edit_is_served_without_refusals_and_syntax_errors_wait(project: Path) -
             seen.append(get(server.port))  # a refused connection fails the test here
         assert set(seen) <= {"v1", "v2"}
         server.wait_for_line("reloading: mod.py")
-        # A new worker logs the same address: the parent's socket, with its real port.
-        assert server.output.count("Listening at: " + server.address) >= 2
+        # A new worker logs the same address: the parent's socket, with its real port. Its
+        # line may reach the test's reader thread after its first response: wait for it.
+        listening = "Listening at: " + server.address
+        server.wait_for_line(lambda line: server.output.count(listening) >= 2)
 
         replace(module, "def app(:\n")
         server.wait_for_line("answering 500 until a file changes")
