@@ -167,7 +167,7 @@ def test_sigterm_one_host_under_load_fails_no_request(hosts, haproxy, directory)
         assert host.treadle is not None
         pids[number] = worker_pids(host.treadle)
         wait_haproxy_state(directory, f"host{number}", "UP")
-    # Clients retry as browsers and curl do: see the bound on retries below.
+    # Clients resend a GET HAProxy hands back, as browsers and curl do: see the end.
     load = Load("127.0.0.1", port, clients=8, retry_reused=True)
     try:
         # Both hosts serve through HAProxy. Not necessarily every worker: HAProxy keeps its

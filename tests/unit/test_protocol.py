@@ -324,20 +324,26 @@ def test_a_connection_that_just_finished_a_response_may_send_one_more_at_a_drain
     assert h.closed
 
 
+def stopped_mid_body() -> Harness:
+    """A harness whose app is stopped (drain, as by SIGTERM) after its head went out,
+    without Connection: close, and before its body ends."""
+    harness: list[Harness] = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "4")])
+        yield b"ab"
+        harness[0].factory.drain(every_idle=True)
+        yield b"cd"
+
+    harness.append(Harness(app))
+    return harness[0]
+
+
 def test_a_response_that_promised_keep_alive_before_a_drain_keeps_its_connection() -> None:
     """The head went out without Connection: close, then the stop began: a balancer may
     reuse the connection the moment the body ends. Its next request is answered, with close.
     """
-    harness: list[Harness] = []
-
-    def stopped_mid_body(environ, start_response):
-        start_response("200 OK", [("Content-Length", "4")])
-        yield b"ab"
-        harness[0].factory.drain(every_idle=True)  # SIGTERM, after the head went out
-        yield b"cd"
-
-    h = Harness(stopped_mid_body)
-    harness.append(h)
+    h = stopped_mid_body()
     out = h.send(GET)
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"abcd")
     assert b"Connection: close" not in out
@@ -349,16 +355,7 @@ def test_a_response_that_promised_keep_alive_before_a_drain_keeps_its_connection
 
 
 def test_a_promised_keep_alive_at_a_drain_closes_after_the_grace() -> None:
-    harness: list[Harness] = []
-
-    def stopped_mid_body(environ, start_response):
-        start_response("200 OK", [("Content-Length", "4")])
-        yield b"ab"
-        harness[0].factory.drain(every_idle=True)
-        yield b"cd"
-
-    h = Harness(stopped_mid_body)
-    harness.append(h)
+    h = stopped_mid_body()
     h.send(GET)
     assert not h.closed
     h.advance(3)  # past the 2 s grace, well short of the 5 s keep-alive

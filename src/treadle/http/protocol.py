@@ -207,17 +207,14 @@ class HTTPFactory(Factory):
         out. Those get the grace as well; a stop then waits for them up to that long.
         """
         self.draining = True
-        now = self.deadlines.now
-        grace_deadline = now + FIRST_REQUEST_GRACE_S
-        recent = now - self.deadlines.tick_s
+        recent = self.deadlines.now - self.deadlines.tick_s
         for channel in list(self.connections):
             if channel.state == H2:
                 channel.h2.drain()  # GOAWAY: its open streams finish, then it closes
             elif channel.state == IDLE and (
                 every_idle or not channel.served or channel.done_at >= recent
             ):
-                channel.in_grace = True
-                channel.deadline = min(channel.deadline or grace_deadline, grace_deadline)
+                channel.enter_grace()
             elif channel.state in (IDLE, CLOSED):
                 channel.close()
 
@@ -308,8 +305,14 @@ class HTTPChannel(Protocol):
         if factory.draining:
             # Accepted from the queue as the server stops (listen.stop_listening): its
             # client may have sent a request already. That one is answered, with close.
-            self.in_grace = True
-            self.deadline = min(self.deadline, factory.deadlines.now + FIRST_REQUEST_GRACE_S)
+            self.enter_grace()
+
+    def enter_grace(self) -> None:
+        """The server drains: one more request may come (answered with Connection: close)
+        within FIRST_REQUEST_GRACE_S, or sooner if an earlier deadline says so."""
+        self.in_grace = True
+        grace = self.factory.deadlines.now + FIRST_REQUEST_GRACE_S
+        self.deadline = grace if self.deadline is None else min(self.deadline, grace)
 
     def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted's name
         """The TLS handshake is over (before any request): read what the app may see of it."""
