@@ -307,8 +307,8 @@ def start_haproxy(directory: Path, servers: dict[str, str]) -> tuple[Proxy, int]
     return proxy, port
 
 
-def haproxy_states(directory: Path) -> dict[str, str]:
-    """Server name -> status (UP, DOWN, ...) from HAProxy's stats socket."""
+def haproxy_stats(directory: Path) -> dict[str, dict[str, str]]:
+    """Server name -> its row of HAProxy's ``show stat`` (status, check_status, ...)."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(5)
         sock.connect(str(directory / "admin.sock"))
@@ -318,20 +318,44 @@ def haproxy_states(directory: Path) -> dict[str, str]:
             data += chunk
     lines = data.decode().splitlines()
     header = lines[0].lstrip("# ").split(",")
-    states = {}
+    rows = {}
     for line in lines[1:]:
         fields = dict(zip(header, line.split(","), strict=False))
         if fields.get("pxname") == "treadle" and fields.get("svname") not in (None, "BACKEND"):
-            states[fields["svname"]] = fields["status"]
-    return states
+            rows[fields["svname"]] = fields
+    return rows
+
+
+def haproxy_states(directory: Path) -> dict[str, str]:
+    """Server name -> status (UP, DOWN, ...) from HAProxy's stats socket."""
+    return {name: row["status"] for name, row in haproxy_stats(directory).items()}
 
 
 def wait_haproxy_state(directory: Path, server: str, wanted: str, timeout: float = 20.0) -> None:
-    """Until HAProxy reports ``server`` as ``wanted`` (UP or DOWN, after its checks)."""
+    """Until HAProxy reports ``server`` as ``wanted`` (UP or DOWN, after its checks).
+
+    On a timeout the message carries HAProxy's last check result for the server and the
+    end of its log (state changes, with the reason of each), so a failure says why.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        state = haproxy_states(directory).get(server, "")
-        if state == wanted:  # not "UP 1/2" (going down) or "DOWN 1/2" (coming up)
+        row = haproxy_stats(directory).get(server, {})
+        if row.get("status") == wanted:  # not "UP 1/2" (going down) or "DOWN 1/2" (coming up)
             return
-        assert time.monotonic() < deadline, f"{server} still {state!r}, not {wanted}"
+        if time.monotonic() >= deadline:
+            check = {
+                key: row.get(key)
+                for key in (
+                    "status",
+                    "check_status",
+                    "check_code",
+                    "check_duration",
+                    "check_desc",
+                    "last_chk",
+                )
+            }
+            log = (directory / "stdout.log").read_text(errors="replace").splitlines()[-20:]
+            raise AssertionError(
+                f"{server} not {wanted} after {timeout} s: {check}\n" + "\n".join(log)
+            )
         threading.Event().wait(0.05)  # polling HAProxy's stats: it has no event to wait on

@@ -9,8 +9,6 @@ loopback. Needs root and iproute2 (`ip netns`); skipped otherwise.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +17,8 @@ import pytest
 
 from tests.conftest import Running, treadle_command
 from tests.integration.mongrel2_server import HANDLING, M2SH, MONGREL2, Mongrel2, wait_until
+from tests.integration.netns import IP, joined_pair
 
-IP = shutil.which("ip")
 pytestmark = [
     pytest.mark.skipif(
         M2SH is None or MONGREL2 is None,
@@ -32,37 +30,24 @@ pytestmark = [
 pytest.importorskip("zmq", reason="pyzmq is not installed (pip install 'treadle[mongrel2]')")
 
 
-def ip(*args: str) -> None:
-    subprocess.run([IP, *args], check=True, capture_output=True, timeout=20)  # type: ignore[list-item]
-
-
 @pytest.fixture
 def namespaces() -> Iterator[list[tuple[str, str, str]]]:
     """Two (namespace, its address, this side's address) joined to this namespace."""
-    made: list[tuple[str, str, str]] = []
-    tag = os.getpid() % 10000
+    pair = joined_pair("m2t", 214)
     try:
-        for n in range(2):
-            name, outside = f"m2t{tag}-{n}", f"m2o{tag}{n}"
-            host, inner = f"10.214.{n}.1", f"10.214.{n}.2"
+        for joined in pair:
             try:
-                ip("netns", "add", name)
-            except subprocess.CalledProcessError as error:
-                pytest.skip(f"cannot make a network namespace: {error.stderr.decode().strip()}")
-            made.append((name, inner, host))
-            ip("link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", name)
-            ip("addr", "add", f"{host}/30", "dev", outside)
-            ip("link", "set", outside, "up")
-            ip("-n", name, "addr", "add", f"{inner}/30", "dev", "eth0")
-            ip("-n", name, "link", "set", "eth0", "up")
-            ip("-n", name, "link", "set", "lo", "up")
-        yield made
+                joined.create()
+            except OSError as error:
+                pytest.skip(f"cannot make a network namespace: {error}")
+        yield [(joined.netns, joined.address, joined.gateway) for joined in pair]
     finally:
-        for name, _, _ in made:
-            subprocess.run([IP, "netns", "del", name], capture_output=True, timeout=20)  # type: ignore[list-item]
+        for joined in pair:
+            joined.destroy()
 
 
 def test_handlers_in_their_own_namespaces(namespaces: list[tuple[str, str, str]]) -> None:
+    assert IP is not None
     # Mongrel2 binds its handler sockets on every address ("*"), as one would for remote
     # handlers; each handler reaches it through its own veth pair.
     with tempfile.TemporaryDirectory(prefix="m2netns-") as tmp:
@@ -75,7 +60,7 @@ def test_handlers_in_their_own_namespaces(namespaces: list[tuple[str, str, str]]
                 command = treadle_command(
                     "mongrel2", "tests.apps.echo:app", send, recv, "--access-log", "-"
                 )
-                handler = Running([IP, "netns", "exec", name, *command])  # type: ignore[list-item]
+                handler = Running([IP, "netns", "exec", name, *command])
                 handlers.append(handler)
                 handler.wait_for_line(HANDLING, timeout=30)
             # One kept-alive connection: Mongrel2's round-robin alternates between them.

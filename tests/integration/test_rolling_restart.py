@@ -1,11 +1,12 @@
 """Two treadle hosts behind one HAProxy: a rolling restart under load fails no request.
 
 Each "host" is a network namespace made by the test (``ip netns add``) and joined to the
-root namespace by a veth pair, with addresses in 10.231.0.0/16 that exist only on those
-links; in it ``treadle serve --workers 2`` listens on port 8000 of its own address. HAProxy
-runs in the root namespace with health checks every 200 ms (tests/integration/proxies.py,
-the config docs/deploy.md shows). Clients load HAProxy from threads while one host gets
-SIGTERM: HAProxy drains it and no client sees an error; restarted, it gets traffic back.
+root namespace by a veth pair, with addresses in a /24 of 10.231.0.0/16 that no other link
+here uses (tests/integration/netns.py); in it ``treadle serve --workers 2`` listens on port
+8000 of its own address. HAProxy runs in the root namespace with health checks every
+200 ms (tests/integration/proxies.py, the config docs/deploy.md shows). Clients load
+HAProxy from threads while one host gets SIGTERM: HAProxy drains it and no client sees an
+error; restarted, it gets traffic back.
 Needs root (network namespaces), ``ip`` (iproute2) and ``haproxy``; skips otherwise.
 """
 
@@ -17,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Running, treadle_command
+from tests.integration.netns import IP, Joined, joined_pair
 from tests.integration.proxies import (
     HAPROXY,
     Load,
@@ -35,7 +36,6 @@ from tests.integration.proxies import (
     wait_haproxy_state,
 )
 
-IP = shutil.which("ip") or ("/usr/sbin/ip" if Path("/usr/sbin/ip").exists() else None)
 READY = re.compile(r"(\d+) workers ready at .+?\(supervisor pid \d+; worker pids ([\d, ]+)\)")
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,37 +55,13 @@ def missing_for_hosts() -> str:
 MISSING = missing_for_hosts()
 
 
-def ip(*args: str) -> subprocess.CompletedProcess:
-    assert IP is not None
-    return subprocess.run([IP, *args], capture_output=True, text=True, timeout=10)
-
-
 class Host:
-    """A network namespace linked to the root one by a veth pair, and treadle in it."""
+    """A network namespace joined to this one (tests/integration/netns.py), and treadle in it."""
 
-    def __init__(self, tag: str, number: int, subnet: int) -> None:
-        self.netns = f"trd{tag}h{number}"
-        self.outside = f"trd{tag}v{number}"  # at most 15 bytes: an interface name
-        self.inside = f"trd{tag}p{number}"
-        self.gateway = f"10.231.{subnet}.{4 * number + 1}"
-        self.address = f"10.231.{subnet}.{4 * number + 2}"
+    def __init__(self, joined: Joined) -> None:
+        self.joined = joined
+        self.address = joined.address
         self.treadle: Running | None = None
-
-    def create(self) -> None:
-        steps = [
-            ("netns", "add", self.netns),
-            ("link", "add", self.outside, "type", "veth", "peer", "name", self.inside),
-            ("link", "set", self.inside, "netns", self.netns),
-            ("addr", "add", f"{self.gateway}/30", "dev", self.outside),
-            ("link", "set", self.outside, "up"),
-            ("-n", self.netns, "addr", "add", f"{self.address}/30", "dev", self.inside),
-            ("-n", self.netns, "link", "set", self.inside, "up"),
-            ("-n", self.netns, "link", "set", "lo", "up"),
-        ]
-        for step in steps:
-            done = ip(*step)
-            if done.returncode != 0:
-                raise OSError(f"ip {' '.join(step)}: {done.stderr.strip()}")
 
     def serve(self) -> Running:
         assert IP is not None
@@ -94,19 +70,14 @@ class Host:
             "--workers", "2", "--graceful-timeout", "15",
         )  # fmt: skip
         # ip execs the command in the namespace: the pid is treadle's supervisor itself.
-        self.treadle = Running([IP, "netns", "exec", self.netns, *command])
+        self.treadle = Running([IP, "netns", "exec", self.joined.netns, *command])
         return self.treadle
 
     def destroy(self) -> list[str]:
         """Stop treadle and remove the namespace and link; what could not be removed."""
         if self.treadle is not None:
             self.treadle.kill()
-        problems = []
-        # Deleting one end of a veth pair deletes both; then the namespace.
-        ip("link", "del", self.outside)
-        if ip("netns", "del", self.netns).returncode != 0 and self.netns in ip("netns").stdout:
-            problems.append(self.netns)
-        return problems
+        return self.joined.destroy()
 
 
 def worker_pids(treadle: Running, after: int = 0) -> set[int]:
@@ -124,13 +95,10 @@ def worker_pids(treadle: Running, after: int = 0) -> set[int]:
 
 @pytest.fixture
 def hosts() -> Iterator[list[Host]]:
-    # Per test process, so that two runs at once on one machine do not collide.
-    tag = str(os.getpid() % 100000)
-    subnet = 20 + os.getpid() % 200
-    made = [Host(tag, number, subnet) for number in range(2)]
+    made = [Host(joined) for joined in joined_pair("trd", 231)]
     try:
         for host in made:
-            host.create()
+            host.joined.create()
     except OSError as error:
         for host in made:
             host.destroy()
