@@ -63,6 +63,7 @@ LAYERS: dict[str, set[str]] = {
         "tls_sni",
         "twisted_internals",
         "mongrel2.transport",
+        "mongrel2.zmq_context",
         "mongrel2.channel",
         "mongrel2.client",
     },

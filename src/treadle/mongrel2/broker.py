@@ -36,6 +36,7 @@ from typing import Any
 import zmq
 
 from treadle.mongrel2.message import Control, Disconnect, MessageError, Request, parse_message
+from treadle.mongrel2.zmq_context import io_context
 
 log = logging.getLogger("treadle")
 
@@ -217,7 +218,7 @@ class Broker:
 
 def run(send_spec: str, backend_spec: str) -> int:
     """Main thread: broker until SIGTERM or SIGINT; the exit status."""
-    context: zmq.Context[Any] = zmq.Context.instance()
+    context = io_context()
     pull = context.socket(zmq.PULL)
     router = context.socket(zmq.ROUTER)
     for sock in (pull, router):

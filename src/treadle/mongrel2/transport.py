@@ -22,6 +22,8 @@ import zmq
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
+from treadle.mongrel2.zmq_context import io_context
+
 log = logging.getLogger("treadle")
 
 BATCH = 256  # messages read per reactor turn before others get a go
@@ -57,7 +59,7 @@ class Mongrel2Sockets:
         self.recv_spec = recv_spec
         self.on_message = on_message
         self.send_ident = send_ident
-        self.context = context or zmq.Context.instance()
+        self.context = context or io_context()
         self.batch = batch
         # Runs a call later in this reactor turn, before the reactor blocks again.
         self.call_soon = call_soon or (lambda f: reactor.callLater(0, f))
