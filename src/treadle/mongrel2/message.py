@@ -263,10 +263,12 @@ def _script_name(pattern: bytes | None, path: bytes) -> str:
 
 def request_head(request: Request) -> tuple[RequestHead, Origin]:
     """The HTTP request (head and origin) a Request carries; MessageError if not HTTP."""
-    method = request.get(b"METHOD")
-    version = _VERSIONS.get(request.get(b"VERSION") or b"")
-    uri = request.get(b"URI")
-    path = request.get(b"PATH") or request.path
+    request.get(b"METHOD")  # builds the index: the lookups below go straight to it
+    get = request.index.get
+    method = get(b"METHOD")
+    version = _VERSIONS.get(get(b"VERSION") or b"")
+    uri = get(b"URI")
+    path = get(b"PATH") or request.path
     if not method or version is None or not uri or not path.startswith(b"/"):
         raise MessageError("not an HTTP/1.x request (METHOD, VERSION, URI or PATH missing)")
     # The client's fields: lower-case names, less the upload notices (they name files on
@@ -276,27 +278,27 @@ def request_head(request: Request) -> tuple[RequestHead, Origin]:
         for name, value in request.headers
         if name.lower() == name and name not in _NOTICES  # no capital: the client's
     ]
-    connection = b",".join(v for n, v in fields if n == b"connection").lower()
-    if connection:
+    if b"connection" in request.index:
+        connection = b",".join(v for n, v in fields if n == b"connection").lower()
         tokens = {token.strip() for token in connection.split(b",")}
         # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
         keep_alive = b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
     else:
         keep_alive = version == "1.1"
-    length = request.get(b"content-length")
+    length = get(b"content-length")
     content_length = int(length) if length is not None and length.isdigit() else None
     head = RequestHead(
         method=method,
         target=uri,
         path=path,
-        query=request.get(b"QUERY") or b"",
+        query=get(b"QUERY") or b"",
         http_version=version,
         headers=fields,
         keep_alive=keep_alive,
         content_length=content_length,
     )
-    scheme = "https" if request.get(b"URL_SCHEME") == b"https" else "http"
-    return head, Origin(scheme, _peer(request), _script_name(request.get(b"PATTERN"), path))
+    scheme = "https" if get(b"URL_SCHEME") == b"https" else "http"
+    return head, Origin(scheme, _peer(request), _script_name(get(b"PATTERN"), path))
 
 
 def response_messages(sender: bytes, conn_ids: Sequence[bytes], data: bytes) -> list[bytes]:
