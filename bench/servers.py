@@ -29,6 +29,7 @@ APPS = {
     "hello": ("bench.apps:hello", "bench.apps.hello"),
     "mib": ("bench.apps:mib", "bench.apps.mib"),
     "static": ("bench.djstatic.wsgi:application", "bench.djstatic.wsgi.application"),
+    "djpage": ("bench.djpage.wsgi:application", "bench.djpage.wsgi.application"),
 }
 PEERS = ("treadle", "gunicorn", "waitress", "twist", "granian")
 ALL_SERVERS = (*PEERS, "treadle-spin")
