@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -150,3 +151,26 @@ def test_stopped_threads_give_their_wake_up_descriptors_back() -> None:
         assert job.started.wait(DEADLINE_S)
         pool.stop(5)
     assert open_fds() == before
+
+
+def test_a_thread_lets_go_of_the_gil_after_a_long_job_when_more_wait(started, monkeypatch) -> None:
+    """App threads do no I/O, so between queued jobs they would keep the GIL; after a job
+    that ran past the switch interval (so other threads wanted the GIL) they let go of it,
+    else one thread can starve mid-request. Short jobs go on without the system call."""
+    done: list = []
+    yields: list[int] = []
+    # Called in the pool thread: how many jobs had finished when it let go of the GIL.
+    monkeypatch.setattr("treadle.pool.yield_gil", lambda: yields.append(len(done)))
+    pool, turns = started(1, 50)
+    gate = threading.Event()
+    long_job = Job(done, gate)  # runs until the gate opens: longer than the interval
+    assert pool.submit(long_job)
+    turns.turn()
+    assert long_job.started.wait(DEADLINE_S)
+    short_jobs = [Job(done) for _ in range(20)]
+    for job in short_jobs:
+        assert pool.submit(job)
+    threading.Event().wait(2 * sys.getswitchinterval())  # the input: a job this long
+    gate.set()
+    wait_until(lambda: len(done) == 21, "every job runs")
+    assert yields == [1], "once, after the long job, with the short ones waiting"
