@@ -82,6 +82,18 @@ SCENARIOS: list[dict[str, Any]] = [
         "servers": ("treadle", "waitress", "gunicorn"),
     },
     {
+        # A CPU-bound app: what treadle's reactor-plus-pool design must not make unfair
+        # (an app thread starved of the GIL mid-request shows in p99).
+        "key": "djpage64",
+        "title": "Django page (template, no database), 64 connections",
+        "kind": "wrk",
+        "app": "djpage",
+        "path": "/",
+        "connections": 64,
+        "threads": 2,
+        "servers": servers.PEERS,
+    },
+    {
         "key": "static",
         "title": "static file, 100 KiB, 64 connections",
         "kind": "wrk",
