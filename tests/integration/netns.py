@@ -20,22 +20,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from treadle.supervisor.pidfile import process_running
+
 IP = shutil.which("ip") or ("/usr/sbin/ip" if Path("/usr/sbin/ip").exists() else None)
 
 
 def ip(*args: str) -> subprocess.CompletedProcess[str]:
     assert IP is not None
     return subprocess.run([IP, *args], capture_output=True, text=True, timeout=30, check=False)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clear_leftovers(prefix: str) -> list[str]:
@@ -49,7 +41,7 @@ def clear_leftovers(prefix: str) -> list[str]:
     for line in ip("netns", "list").stdout.splitlines():
         name = line.split(" ", 1)[0]
         match = pattern.match(name)
-        if match is None or alive(int(match[1])):
+        if match is None or process_running(int(match[1])):
             continue
         for pid in ip("netns", "pids", name).stdout.split():
             with contextlib.suppress(ProcessLookupError):  # it ended by itself meanwhile
@@ -60,7 +52,7 @@ def clear_leftovers(prefix: str) -> list[str]:
         # "7: trd123v0@if6: <BROADCAST,..." (the peer after "@")
         name = line.split(": ", 2)[1].split("@", 1)[0]
         match = pattern.match(name)
-        if match is None or alive(int(match[1])):
+        if match is None or process_running(int(match[1])):
             continue
         if ip("link", "del", name).returncode == 0:
             removed.append(name)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import Running, treadle_command
 from tests.integration.mongrel2_server import HANDLING, M2SH, MONGREL2, Mongrel2, wait_until
-from tests.integration.netns import IP, joined_pair
+from tests.integration.netns import IP, Joined, joined_pair
 
 pytestmark = [
     pytest.mark.skipif(
@@ -31,8 +31,8 @@ pytest.importorskip("zmq", reason="pyzmq is not installed (pip install 'treadle[
 
 
 @pytest.fixture
-def namespaces() -> Iterator[list[tuple[str, str, str]]]:
-    """Two (namespace, its address, this side's address) joined to this namespace."""
+def namespaces() -> Iterator[list[Joined]]:
+    """Two namespaces joined to this one, each on its own /30."""
     pair = joined_pair("m2t", 214)
     try:
         for joined in pair:
@@ -40,13 +40,13 @@ def namespaces() -> Iterator[list[tuple[str, str, str]]]:
                 joined.create()
             except OSError as error:
                 pytest.skip(f"cannot make a network namespace: {error}")
-        yield [(joined.netns, joined.address, joined.gateway) for joined in pair]
+        yield pair
     finally:
         for joined in pair:
             joined.destroy()
 
 
-def test_handlers_in_their_own_namespaces(namespaces: list[tuple[str, str, str]]) -> None:
+def test_handlers_in_their_own_namespaces(namespaces: list[Joined]) -> None:
     assert IP is not None
     # Mongrel2 binds its handler sockets on every address ("*"), as one would for remote
     # handlers; each handler reaches it through its own veth pair.
@@ -54,13 +54,13 @@ def test_handlers_in_their_own_namespaces(namespaces: list[tuple[str, str, str]]
         mongrel2 = Mongrel2(Path(tmp), zmq_host="*")
         handlers: list[Running] = []
         try:
-            for name, _inner, host in namespaces:
-                send = mongrel2.send_spec.replace("*", host)
-                recv = mongrel2.recv_spec.replace("*", host)
+            for joined in namespaces:
+                send = mongrel2.send_spec.replace("*", joined.gateway)
+                recv = mongrel2.recv_spec.replace("*", joined.gateway)
                 command = treadle_command(
                     "mongrel2", "tests.apps.echo:app", send, recv, "--access-log", "-"
                 )
-                handler = Running([IP, "netns", "exec", name, *command])
+                handler = Running([IP, "netns", "exec", joined.netns, *command])
                 handlers.append(handler)
                 handler.wait_for_line(HANDLING, timeout=30)
             # One kept-alive connection: Mongrel2's round-robin alternates between them.

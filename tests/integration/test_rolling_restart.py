@@ -60,13 +60,13 @@ class Host:
 
     def __init__(self, joined: Joined) -> None:
         self.joined = joined
-        self.address = joined.address
         self.treadle: Running | None = None
 
     def serve(self) -> Running:
         assert IP is not None
         command = treadle_command(
-            "serve", "tests.apps.proxied:app", "--bind", f"tcp:8000:interface={self.address}",
+            "serve", "tests.apps.proxied:app",
+            "--bind", f"tcp:8000:interface={self.joined.address}",
             "--workers", "2", "--graceful-timeout", "15",
         )  # fmt: skip
         # ip execs the command in the namespace: the pid is treadle's supervisor itself.
@@ -117,7 +117,7 @@ def directory() -> Iterator[Path]:
 
 @pytest.fixture
 def haproxy(hosts: list[Host], directory: Path) -> Iterator[tuple[Proxy, int]]:
-    servers = {f"host{number}": f"{host.address}:8000" for number, host in enumerate(hosts)}
+    servers = {f"host{number}": f"{host.joined.address}:8000" for number, host in enumerate(hosts)}
     proxy, port = start_haproxy(directory, servers)
     yield proxy, port
     proxy.stop()

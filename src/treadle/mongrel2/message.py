@@ -50,14 +50,18 @@ class Request:
     # name -> first value, made on the first get() (a request is looked up a dozen times)
     index: dict[bytes, bytes] = field(default_factory=dict, compare=False, repr=False)
 
-    def get(self, name: bytes) -> bytes | None:
-        """The first value of header ``name`` (exact case), or None."""
+    def header_index(self) -> dict[bytes, bytes]:
+        """Header name (exact case) -> its first value; made once, on the first call."""
         index = self.index
         if not index and self.headers:
             for key, value in self.headers:
                 if key not in index:
                     index[key] = value
-        return index.get(name)
+        return index
+
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (exact case), or None."""
+        return self.header_index().get(name)
 
     @property
     def upload_start(self) -> bytes | None:
@@ -263,8 +267,8 @@ def _script_name(pattern: bytes | None, path: bytes) -> str:
 
 def request_head(request: Request) -> tuple[RequestHead, Origin]:
     """The HTTP request (head and origin) a Request carries; MessageError if not HTTP."""
-    request.get(b"METHOD")  # builds the index: the lookups below go straight to it
-    get = request.index.get
+    index = request.header_index()
+    get = index.get
     method = get(b"METHOD")
     version = _VERSIONS.get(get(b"VERSION") or b"")
     uri = get(b"URI")
@@ -278,7 +282,7 @@ def request_head(request: Request) -> tuple[RequestHead, Origin]:
         for name, value in request.headers
         if name.lower() == name and name not in _NOTICES  # no capital: the client's
     ]
-    if b"connection" in request.index:
+    if b"connection" in index:
         connection = b",".join(v for n, v in fields if n == b"connection").lower()
         tokens = {token.strip() for token in connection.split(b",")}
         # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".

@@ -37,7 +37,7 @@ def io_context() -> zmq.Context[Any]:
         if batch is not None:
             try:
                 context.set(zmq.THREAD_SCHED_POLICY, batch)  # only before the first socket
-            except (zmq.ZMQError, AttributeError) as error:
+            except zmq.ZMQError as error:  # EINVAL: a libzmq without the option
                 log.debug("mongrel2: the ZeroMQ I/O thread keeps its scheduling: %s", error)
         _context = context
     return _context

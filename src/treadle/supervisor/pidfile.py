@@ -16,7 +16,8 @@ from treadle.errors import ConfigError
 log = logging.getLogger("treadle")
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """True if a process ``pid`` exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -37,7 +38,7 @@ def _read(path: str) -> int | None:
 def check(path: str) -> None:
     """Before binding: refuse to start while ``path`` names another running process."""
     pid = _read(path)
-    if pid is not None and pid != os.getpid() and _running(pid):
+    if pid is not None and pid != os.getpid() and process_running(pid):
         raise ConfigError(f"--pid-file {path} names process {pid}, which is running")
 
 
